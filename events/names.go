@@ -1,0 +1,91 @@
+// Package events is the wire contract between the edge, the approver and the
+// issuer: the names of streams, subjects, durable consumers and KV buckets,
+// the types of the events and records stored there, and their encoding.
+//
+// It imports only the standard library. Every key and subject token that
+// names a device code is a keyed hash of the code (see CodeID), never the code
+// itself, because device codes are bearer secrets.
+package events
+
+// Stream names.
+const (
+	// StreamDevice stores every device-flow event for a day. It is an audit
+	// trail as well as the queue the approver and the issuer consume.
+	StreamDevice = "DEVICE"
+)
+
+// Subject prefixes. The last token of each subject is a CodeID.
+const (
+	// SubjectCodeRequested carries CodeRequested, published by the edge once
+	// the code record exists in BucketCodes.
+	SubjectCodeRequested = "device.requested"
+	// SubjectDecision carries Decision, published by the edge when a person
+	// approves or denies on the phone.
+	SubjectDecision = "device.decided"
+	// SubjectGrantApproved carries GrantApproved, published by the approver
+	// once the code record is in StateApproved.
+	SubjectGrantApproved = "device.approved"
+
+	// SubjectDeadLetter carries events a worker can never process, with the
+	// reason in the DeadLetterReasonHeader header, followed by the name of the
+	// consumer that gave up.
+	SubjectDeadLetter = "device.dead"
+
+	// SubjectAll matches every subject stored in StreamDevice.
+	SubjectAll = "device.>"
+)
+
+// Durable consumer names. They are fixed strings so that a renamed Go
+// identifier never orphans a consumer and its unacknowledged messages.
+const (
+	ConsumerApprover = "approver"
+	ConsumerIssuer   = "issuer"
+)
+
+// DeadLetterReasonHeader and DeadLetterSubjectHeader are set on a message
+// published to SubjectDeadLetter: why it was given up, and the subject it
+// was first published on.
+const (
+	DeadLetterReasonHeader  = "Deviceauth-Dead-Reason"
+	DeadLetterSubjectHeader = "Deviceauth-Dead-Subject"
+)
+
+// KV bucket names.
+const (
+	// BucketCodes maps a CodeID to its CodeRecord.
+	BucketCodes = "device_codes"
+	// BucketUserCodes maps a UserCodeID to the CodeID it belongs to.
+	BucketUserCodes = "user_codes"
+	// BucketClients maps a client_id to its Client.
+	BucketClients = "clients"
+	// BucketAccounts maps a normalised username to its Account.
+	BucketAccounts = "accounts"
+	// BucketSessions maps a keyed hash of a browser session id to a Session.
+	BucketSessions = "sessions"
+	// BucketGrants maps a grant id to its Grant.
+	BucketGrants = "grants"
+	// BucketRefreshTokens maps a keyed hash of a refresh token to a
+	// RefreshToken.
+	BucketRefreshTokens = "refresh_tokens"
+	// BucketKeys holds the issuer's public keys under KeySetKey.
+	BucketKeys = "signing_keys"
+)
+
+// KeySetKey is the key in BucketKeys whose value is the JWKS (RFC 7517) of
+// every public key whose tokens may still be in use.
+const KeySetKey = "jwks"
+
+// Subject returns the subject of an event about one code.
+func Subject(prefix, codeID string) string {
+	return prefix + "." + codeID
+}
+
+// CodeChangedSubject returns the subject on which JetStream publishes every
+// write to the code's record in BucketCodes. A KV put is an ordinary publish
+// to "$KV.<bucket>.<key>", so a core NATS subscription to this subject sees
+// each new revision as it is stored, without reading the bucket. That is how
+// a held poll waits: the notification and the write are the same message, so
+// no writer can store a change and then fail before announcing it.
+func CodeChangedSubject(codeID string) string {
+	return "$KV." + BucketCodes + "." + codeID
+}

@@ -1,0 +1,158 @@
+// Package approver turns a person's decision into the next state of the
+// device code: it consumes decision events, moves the code record from
+// pending to approved or denied by compare-and-set, and queues approved
+// grants for the issuer.
+package approver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/streamco/deviceauth/events"
+	"github.com/streamco/deviceauth/internal/kv"
+	"github.com/streamco/deviceauth/internal/natsinfra"
+	"github.com/streamco/deviceauth/internal/worker"
+)
+
+// Config configures the approver.
+type Config struct {
+	Storage natsinfra.Settings
+	Worker  worker.Config
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Approver consumes decisions.
+type Approver struct {
+	cfg Config
+	js  jetstream.JetStream
+	log zerolog.Logger
+}
+
+// New returns an approver that uses nc.
+func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Approver, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("approver: %w", err)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cfg.Worker.Durable = events.ConsumerApprover
+	cfg.Worker.FilterSubject = events.Subject(events.SubjectDecision, "*")
+	return &Approver{cfg: cfg, js: js, log: log.With().Str("service", "approver").Logger()}, nil
+}
+
+// Run creates what the approver needs and consumes until ctx ends.
+func (a *Approver) Run(ctx context.Context) error {
+	if _, err := natsinfra.EnsureStream(ctx, a.js, a.cfg.Storage); err != nil {
+		return err
+	}
+	buckets, err := natsinfra.EnsureBuckets(ctx, a.js, a.cfg.Storage, events.BucketCodes)
+	if err != nil {
+		return err
+	}
+	codes := kv.New[events.CodeRecord](buckets[events.BucketCodes])
+
+	return worker.Run(ctx, a.js, a.cfg.Worker, a.log, func(ctx context.Context, log zerolog.Logger, msg jetstream.Msg) error {
+		var d events.Decision
+		if err := events.Decode(msg.Data(), &d); err != nil {
+			return fmt.Errorf("%w: %w", worker.ErrPermanent, err)
+		}
+		return a.decide(ctx, log.With().Str("code_id", shortID(d.CodeID)).Logger(), codes, d)
+	})
+}
+
+// decide applies d to the code record. It re-reads the record on every
+// attempt, so a redelivered or duplicate decision finds the state it already
+// caused and changes nothing.
+func (a *Approver) decide(ctx context.Context, log zerolog.Logger, codes *kv.Bucket[events.CodeRecord], d events.Decision) error {
+	for {
+		rec, rev, err := codes.Get(ctx, d.CodeID)
+		if errors.Is(err, kv.ErrNotFound) {
+			log.Debug().Msg("decision for a code that no longer exists")
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+
+		switch rec.State {
+		case events.StatePending:
+			if !a.cfg.Now().Before(rec.ExpiresAt) {
+				log.Debug().Msg("decision for an expired code")
+				return nil
+			}
+
+		case events.StateApproved:
+			// A crash after the update and before the publish below left
+			// the grant unqueued. Publishing again is safe because the
+			// stream drops duplicates by message id and the issuer re-reads
+			// the record.
+			if d.Approved && d.AccountID == rec.AccountID {
+				return a.queueGrant(ctx, d.CodeID, rec)
+			}
+			return nil
+
+		default:
+			log.Debug().Str("state", string(rec.State)).Msg("decision for a code already decided")
+			return nil
+		}
+
+		rec.AccountID = d.AccountID
+		rec.Username = d.Username
+		rec.DecidedAt = d.DecidedAt
+		rec.State = events.StateDenied
+		if d.Approved {
+			rec.State = events.StateApproved
+		}
+
+		_, err = codes.Update(ctx, d.CodeID, rec, rev)
+		if errors.Is(err, kv.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+
+		if !d.Approved {
+			log.Info().Str("client_id", rec.ClientID).Str("account_id", d.AccountID).Msg("device authorization denied")
+			return nil
+		}
+		log.Info().Str("client_id", rec.ClientID).Str("account_id", d.AccountID).Msg("device authorization approved")
+		return a.queueGrant(ctx, d.CodeID, rec)
+	}
+}
+
+func (a *Approver) queueGrant(ctx context.Context, codeID string, rec events.CodeRecord) error {
+	data, err := events.Encode(events.GrantApproved{
+		CodeID:     codeID,
+		ClientID:   rec.ClientID,
+		AccountID:  rec.AccountID,
+		ApprovedAt: rec.DecidedAt,
+	})
+	if err != nil {
+		return err
+	}
+
+	_, err = a.js.Publish(ctx, events.Subject(events.SubjectGrantApproved, codeID), data,
+		jetstream.WithMsgID("approved-"+codeID))
+	if err != nil {
+		return fmt.Errorf("approver: queue grant: %w", err)
+	}
+	return nil
+}
+
+// shortID is enough of a code id to follow one code through the logs.
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -1,0 +1,252 @@
+// Package edge is the HTTP side of the server: the OAuth endpoints a device
+// calls, the metadata and keys a resource server reads, and the pages a
+// person uses on a phone. It keeps no state a grant depends on: codes,
+// sessions and tokens live in JetStream KV, and decisions travel as events,
+// so any edge can answer any request.
+package edge
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/streamco/deviceauth/events"
+	"github.com/streamco/deviceauth/internal/accounts"
+	"github.com/streamco/deviceauth/internal/clients"
+	"github.com/streamco/deviceauth/internal/codes"
+	"github.com/streamco/deviceauth/internal/kv"
+	"github.com/streamco/deviceauth/internal/natsinfra"
+)
+
+// Config configures an edge.
+type Config struct {
+	// Addr is the listen address of Run.
+	Addr string
+	// PublicURL is the base URL devices and browsers reach this service at.
+	// The issuer identifier and every advertised address derive from it,
+	// never from a request's Host header.
+	PublicURL string
+	Storage   natsinfra.Settings
+	// HashKey keys the hashes under which codes, sessions and refresh tokens
+	// are stored. Every edge and the issuer must share it.
+	HashKey []byte
+
+	// CodeLifetime and PollInterval apply to clients that set none.
+	// Defaults: 10 minutes and 5 seconds.
+	CodeLifetime time.Duration
+	PollInterval time.Duration
+	// MaxHold caps the hold a client asks for with "Prefer: wait". Zero
+	// means 20 seconds, well under the 60-second idle timeout common to
+	// load balancers and proxies. A negative value disables holding.
+	MaxHold time.Duration
+	// PollTolerance is how much earlier than the interval a poll may arrive
+	// and still not get slow_down, to absorb network jitter. Zero means
+	// 500 ms.
+	PollTolerance time.Duration
+	// SessionLifetime is how long a phone stays signed in. Zero means
+	// 12 hours, the lifetime of the sessions bucket.
+	SessionLifetime time.Duration
+
+	// Now is the clock and Random the source of codes. Nil means time.Now
+	// and crypto/rand.
+	Now    func() time.Time
+	Random io.Reader
+}
+
+func (c *Config) setDefaults() {
+	if c.CodeLifetime == 0 {
+		c.CodeLifetime = 10 * time.Minute
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = 5 * time.Second
+	}
+	if c.MaxHold == 0 {
+		c.MaxHold = 20 * time.Second
+	}
+	if c.PollTolerance == 0 {
+		c.PollTolerance = 500 * time.Millisecond
+	}
+	if c.SessionLifetime == 0 {
+		c.SessionLifetime = 12 * time.Hour
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Random == nil {
+		c.Random = rand.Reader
+	}
+}
+
+// Validate reports every problem with c at once.
+func (c *Config) Validate() error {
+	var errs []error
+	u, err := url.Parse(c.PublicURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		errs = append(errs, fmt.Errorf("public URL %q must be an absolute http or https URL without query or fragment", c.PublicURL))
+	}
+	if len(c.HashKey) < codes.MinKeyBytes {
+		errs = append(errs, fmt.Errorf("hash key has %d bytes, want at least %d", len(c.HashKey), codes.MinKeyBytes))
+	}
+	if c.CodeLifetime < time.Minute || c.CodeLifetime > 30*time.Minute {
+		errs = append(errs, fmt.Errorf("code lifetime %s must be between 1m and 30m", c.CodeLifetime))
+	}
+	if c.PollInterval < time.Second {
+		errs = append(errs, fmt.Errorf("poll interval %s must be at least 1s", c.PollInterval))
+	}
+	if c.MaxHold > 55*time.Second {
+		errs = append(errs, fmt.Errorf("max hold %s must be at most 55s to stay under common proxy idle timeouts", c.MaxHold))
+	}
+	return errors.Join(errs...)
+}
+
+// Edge serves HTTP.
+type Edge struct {
+	cfg    Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	hasher *codes.Hasher
+	log    zerolog.Logger
+	pages  *pages
+
+	issuer       string
+	secureCookie bool
+
+	clients   *clients.Registry
+	accounts  *accounts.Store
+	codes     *kv.Bucket[events.CodeRecord]
+	userCodes *kv.Bucket[string]
+	sessions  *kv.Bucket[events.Session]
+	keys      *kv.Bucket[events.KeySet]
+
+	// closing is closed when the edge begins to stop, which answers every
+	// held poll at once.
+	closing chan struct{}
+}
+
+// New returns an edge that uses nc. Call Start before serving Handler.
+func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Edge, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("edge: invalid configuration: %w", err)
+	}
+	hasher, err := codes.NewHasher(cfg.HashKey)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	pages, err := loadPages()
+	if err != nil {
+		return nil, err
+	}
+
+	return &Edge{
+		cfg:          cfg,
+		nc:           nc,
+		js:           js,
+		hasher:       hasher,
+		log:          log.With().Str("service", "edge").Logger(),
+		pages:        pages,
+		issuer:       strings.TrimSuffix(cfg.PublicURL, "/"),
+		secureCookie: strings.HasPrefix(cfg.PublicURL, "https://"),
+		closing:      make(chan struct{}),
+	}, nil
+}
+
+// Start creates the stream and buckets the edge needs and loads the clients.
+// The client registry follows changes until ctx ends.
+func (e *Edge) Start(ctx context.Context) error {
+	if _, err := natsinfra.EnsureStream(ctx, e.js, e.cfg.Storage); err != nil {
+		return err
+	}
+	buckets, err := natsinfra.EnsureBuckets(ctx, e.js, e.cfg.Storage,
+		events.BucketCodes, events.BucketUserCodes, events.BucketClients,
+		events.BucketAccounts, events.BucketSessions, events.BucketKeys)
+	if err != nil {
+		return err
+	}
+
+	e.codes = kv.New[events.CodeRecord](buckets[events.BucketCodes])
+	e.userCodes = kv.New[string](buckets[events.BucketUserCodes])
+	e.sessions = kv.New[events.Session](buckets[events.BucketSessions])
+	e.keys = kv.New[events.KeySet](buckets[events.BucketKeys])
+	e.accounts, err = accounts.NewStore(kv.New[events.Account](buckets[events.BucketAccounts]))
+	if err != nil {
+		return err
+	}
+	e.clients, err = clients.Watch(ctx, kv.New[events.Client](buckets[events.BucketClients]))
+	if err != nil {
+		return err
+	}
+	return nil
+}
+
+// Close answers every held poll with authorization_pending, so devices poll
+// again elsewhere. It is safe to call more than once.
+func (e *Edge) Close() {
+	select {
+	case <-e.closing:
+	default:
+		close(e.closing)
+	}
+}
+
+// Run starts the edge and serves on cfg.Addr until ctx ends.
+func (e *Edge) Run(ctx context.Context) error {
+	if err := e.Start(ctx); err != nil {
+		return err
+	}
+	return e.Serve(ctx, e.cfg.Addr)
+}
+
+// Serve serves a started edge on addr until ctx ends, then answers held
+// polls, finishes in-flight requests for up to 10 seconds, and returns.
+func (e *Edge) Serve(ctx context.Context, addr string) error {
+	listener, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("edge: listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{
+		Handler:           e.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		// Held polls last up to MaxHold, so writes get that plus a margin.
+		WriteTimeout:   e.cfg.MaxHold + 15*time.Second,
+		IdleTimeout:    90 * time.Second,
+		MaxHeaderBytes: 16 << 10,
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(listener) }()
+	e.log.Info().Str("addr", listener.Addr().String()).Str("public_url", e.issuer).Msg("edge serving")
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("edge: serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	e.Close()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("edge: shutdown: %w", err)
+	}
+	e.log.Info().Msg("edge stopped")
+	return nil
+}
+
+func (e *Edge) url(path string) string { return e.issuer + path }

@@ -1,0 +1,62 @@
+package edge
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/rs/zerolog"
+
+	"github.com/streamco/deviceauth/events"
+	"github.com/streamco/deviceauth/internal/kv"
+	"github.com/streamco/deviceauth/internal/oauth"
+)
+
+// serverMetadata is the authorization server metadata of RFC 8414 section 2,
+// listing only what this server implements.
+type serverMetadata struct {
+	Issuer                            string   `json:"issuer"`
+	TokenEndpoint                     string   `json:"token_endpoint"`
+	DeviceAuthorizationEndpoint       string   `json:"device_authorization_endpoint"`
+	JWKSURI                           string   `json:"jwks_uri"`
+	GrantTypesSupported               []string `json:"grant_types_supported"`
+	ResponseTypesSupported            []string `json:"response_types_supported"`
+	TokenEndpointAuthMethodsSupported []string `json:"token_endpoint_auth_methods_supported"`
+	ScopesSupported                   []string `json:"scopes_supported"`
+	ServiceDocumentation              string   `json:"service_documentation,omitempty"`
+}
+
+func (e *Edge) metadata(w http.ResponseWriter, _ *http.Request) {
+	md := serverMetadata{
+		Issuer:                      e.issuer,
+		TokenEndpoint:               e.url(PathToken),
+		DeviceAuthorizationEndpoint: e.url(PathDeviceAuthorization),
+		JWKSURI:                     e.url(PathJWKS),
+		GrantTypesSupported:         []string{oauth.GrantTypeDeviceCode},
+		// No authorization endpoint, so no response types (RFC 8414
+		// section 2 makes the member required; an empty list is accurate).
+		ResponseTypesSupported:            []string{},
+		TokenEndpointAuthMethodsSupported: []string{"none", "client_secret_basic", "client_secret_post"},
+		ScopesSupported:                   []string{"profile", "offline_access"},
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_ = json.NewEncoder(w).Encode(md)
+}
+
+// jwks serves the public keys the issuers published (RFC 7517 section 5).
+func (e *Edge) jwks(w http.ResponseWriter, r *http.Request) {
+	set, _, err := e.keys.Get(r.Context(), events.KeySetKey)
+	if errors.Is(err, kv.ErrNotFound) {
+		// No issuer has started yet: an empty set is the truth.
+		set = events.KeySet{Keys: []events.JWK{}}
+	} else if err != nil {
+		zerolog.Ctx(r.Context()).Error().Err(err).Msg("reading the key set failed")
+		oauth.WriteError(w, oauth.ErrServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	// Short, so a rotated-in key reaches resource servers quickly.
+	w.Header().Set("Cache-Control", "public, max-age=60")
+	_ = json.NewEncoder(w).Encode(set)
+}

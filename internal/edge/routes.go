@@ -1,0 +1,114 @@
+package edge
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/rs/zerolog"
+
+	"github.com/streamco/deviceauth/internal/oauth"
+)
+
+// Paths of the public endpoints.
+const (
+	PathDeviceAuthorization = "/oauth/device_authorization"
+	PathToken               = "/oauth/token"
+	PathJWKS                = "/oauth/jwks.json"
+	PathMetadata            = "/.well-known/oauth-authorization-server"
+	PathDevice              = "/device"
+	PathSignIn              = "/device/signin"
+	PathConsent             = "/device/consent"
+	PathHealth              = "/healthz"
+)
+
+// Handler returns the edge's HTTP handler.
+func (e *Edge) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	r.Use(e.accessLog)
+
+	// OAuth endpoints answer only in JSON, even for unknown methods.
+	r.Group(func(r chi.Router) {
+		r.MethodNotAllowed(e.oauthMethodNotAllowed)
+		r.Post(PathDeviceAuthorization, e.oauthHandler(e.deviceAuthorization))
+		r.Post(PathToken, e.oauthHandler(e.token))
+		r.Get(PathMetadata, e.metadata)
+		r.Get(PathJWKS, e.jwks)
+	})
+
+	r.Get(PathDevice, e.pageHandler(e.enterCodePage))
+	r.Post(PathDevice, e.pageHandler(e.submitCode))
+	r.Get(PathConsent, e.pageHandler(e.consentPage))
+	r.Post(PathConsent, e.pageHandler(e.submitDecision))
+	r.Post(PathSignIn, e.pageHandler(e.signIn))
+	r.Get("/static/*", e.static)
+	r.Get(PathHealth, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+
+	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
+		if strings.HasPrefix(req.URL.Path, "/oauth/") || strings.HasPrefix(req.URL.Path, "/.well-known/") {
+			oauth.WriteError(w, oauth.ErrInvalidRequest.WithDescription("No endpoint at %s.", req.URL.Path).WithStatus(http.StatusNotFound))
+			return
+		}
+		http.NotFound(w, req)
+	})
+	return r
+}
+
+func (e *Edge) oauthMethodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	allow := http.MethodPost
+	if r.URL.Path == PathMetadata || r.URL.Path == PathJWKS {
+		allow = "GET, HEAD"
+	}
+	w.Header().Set("Allow", allow)
+	oauth.WriteError(w, oauth.ErrInvalidRequest.WithDescription("Method %s is not allowed; use %s.", r.Method, allow).WithStatus(http.StatusMethodNotAllowed))
+}
+
+// oauthHandler adapts a handler that returns an error: the error is logged
+// with its cause at the level its kind deserves and rendered by
+// oauth.WriteError.
+func (e *Edge) oauthHandler(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		err := h(w, r)
+		if err == nil {
+			return
+		}
+
+		oe := oauth.AsError(err)
+		log := zerolog.Ctx(r.Context())
+		switch {
+		case r.Context().Err() != nil:
+			// The client went away; nothing can be written and nothing
+			// failed on our side.
+			log.Debug().Err(err).Msg("request cancelled by the client")
+			return
+		case oe.Status >= 500:
+			log.Error().Err(err).Str("error_code", oe.Code).Msg("request failed")
+		default:
+			log.Debug().Err(err).Str("error_code", oe.Code).Msg("request rejected")
+		}
+		oauth.WriteError(w, oe)
+	}
+}
+
+// accessLog writes one record per request and gives the handler a child
+// logger with the request id. It logs the path without the query, which can
+// carry a user code.
+func (e *Edge) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		log := e.log.With().Str("request_id", requestID()).Str("method", r.Method).Str("path", r.URL.Path).Logger()
+		r = r.WithContext(log.WithContext(r.Context()))
+
+		next.ServeHTTP(ww, r)
+
+		log.Debug().Int("status", ww.Status()).Int("bytes", ww.BytesWritten()).
+			Dur("duration", time.Since(start)).Msg("request")
+	})
+}

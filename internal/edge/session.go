@@ -1,0 +1,97 @@
+package edge
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/streamco/deviceauth/events"
+	"github.com/streamco/deviceauth/internal/kv"
+)
+
+const (
+	sessionCookie = "session"
+	csrfCookie    = "csrf"
+)
+
+// currentSession returns the signed-in session of the request, if any.
+func (e *Edge) currentSession(ctx context.Context, r *http.Request) (events.Session, bool, error) {
+	cookie, err := r.Cookie(sessionCookie)
+	if err != nil || cookie.Value == "" || len(cookie.Value) > 128 {
+		return events.Session{}, false, nil
+	}
+	session, _, err := e.sessions.Get(ctx, e.hasher.SessionID(cookie.Value))
+	if errors.Is(err, kv.ErrNotFound) {
+		return events.Session{}, false, nil
+	}
+	if err != nil {
+		return events.Session{}, false, err
+	}
+	if e.cfg.Now().Sub(session.CreatedAt) > e.cfg.SessionLifetime {
+		return events.Session{}, false, nil
+	}
+	return session, true, nil
+}
+
+// startSession stores a new session for account and sets its cookie. A new
+// id at every sign-in means an id planted before sign-in is worthless.
+func (e *Edge) startSession(ctx context.Context, w http.ResponseWriter, account events.Account) error {
+	id := rand.Text() + rand.Text()
+	_, err := e.sessions.Put(ctx, e.hasher.SessionID(id), events.Session{
+		AccountID: account.ID,
+		Username:  account.Username,
+		CreatedAt: e.cfg.Now(),
+	})
+	if err != nil {
+		return err
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name:     sessionCookie,
+		Value:    id,
+		Path:     "/",
+		MaxAge:   int(e.cfg.SessionLifetime / time.Second),
+		HttpOnly: true,
+		Secure:   e.secureCookie,
+		SameSite: http.SameSiteLaxMode,
+	})
+	return nil
+}
+
+// csrfToken returns the token forms must carry, setting the CSRF cookie it
+// derives from when the browser has none. The token is an HMAC of the
+// cookie, so any edge can check it without stored state, and a page on
+// another site can neither read the cookie nor compute the token.
+func (e *Edge) csrfToken(w http.ResponseWriter, r *http.Request) string {
+	if cookie, err := r.Cookie(csrfCookie); err == nil && len(cookie.Value) >= 26 && len(cookie.Value) <= 128 {
+		return e.hasher.CSRFToken(cookie.Value)
+	}
+	value := rand.Text() + rand.Text()
+	http.SetCookie(w, &http.Cookie{
+		Name:     csrfCookie,
+		Value:    value,
+		Path:     "/",
+		HttpOnly: true,
+		Secure:   e.secureCookie,
+		SameSite: http.SameSiteLaxMode,
+	})
+	return e.hasher.CSRFToken(value)
+}
+
+// validCSRF checks a form post: the token must match the cookie, and an
+// Origin header, when the browser sends one, must be our own.
+func (e *Edge) validCSRF(r *http.Request) bool {
+	if origin := r.Header.Get("Origin"); origin != "" && origin != "null" {
+		u, err := url.Parse(e.issuer)
+		if err != nil || origin != u.Scheme+"://"+u.Host {
+			return false
+		}
+	}
+	cookie, err := r.Cookie(csrfCookie)
+	if err != nil {
+		return false
+	}
+	return e.hasher.ValidCSRFToken(cookie.Value, r.PostFormValue("csrf_token"))
+}

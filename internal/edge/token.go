@@ -1,0 +1,254 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/streamco/deviceauth/events"
+	"github.com/streamco/deviceauth/internal/codes"
+	"github.com/streamco/deviceauth/internal/kv"
+	"github.com/streamco/deviceauth/internal/oauth"
+)
+
+// maxInterval caps how far slow_down can stretch a code's interval, so a
+// client with a bad clock is slowed but never locked out.
+const maxInterval = 60
+
+// approvedGrace is how long after its expiry an approved code still waits
+// for the issuer rather than answering expired_token: the person approved in
+// time, so the device should get its token.
+const approvedGrace = 2 * time.Minute
+
+// token answers the token request of RFC 6749 section 4.1.3 for the device
+// code grant (RFC 8628 section 3.4).
+func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
+	form, err := parseForm(w, r)
+	if err != nil {
+		return err
+	}
+
+	grantType := form.Get("grant_type")
+	switch grantType {
+	case "":
+		return oauth.ErrInvalidRequest.WithDescription("grant_type is missing.")
+	case oauth.GrantTypeDeviceCode:
+	default:
+		return oauth.ErrUnsupportedGrantType.WithDescription("Grant type %q is not supported.", grantType)
+	}
+
+	client, err := e.authenticateClient(r, form)
+	if err != nil {
+		return err
+	}
+	deviceCode := form.Get("device_code")
+	if deviceCode == "" {
+		return oauth.ErrInvalidRequest.WithDescription("device_code is missing.")
+	}
+	if codes.CheckDeviceCode(deviceCode) != nil {
+		return oauth.ErrInvalidGrant.WithDescription("The device code is not valid.")
+	}
+
+	hold := e.requestedHold(r)
+	if hold > 0 {
+		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(hold/time.Second)))
+	}
+
+	response, err := e.pollDeviceCode(r.Context(), zerolog.Ctx(r.Context()), client.ID, deviceCode, hold)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(response)
+	return nil
+}
+
+// pollDeviceCode decides one poll. It returns the token response to send,
+// or the OAuth error that answers the poll.
+//
+// A held poll subscribes to the code's change subject before it reads the
+// record, so a change stored between the read and the wait still wakes it,
+// and then waits without reading storage: each change arrives as the new
+// record itself.
+func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID, deviceCode string, hold time.Duration) ([]byte, error) {
+	codeID := e.hasher.CodeID(deviceCode)
+	l := log.With().Str("client_id", clientID).Str("code_id", codeID[:12]).Logger()
+	log = &l
+
+	var changes chan *nats.Msg
+	if hold > 0 {
+		changes = make(chan *nats.Msg, 8)
+		sub, err := e.nc.ChanSubscribe(events.CodeChangedSubject(codeID), changes)
+		if err != nil {
+			return nil, oauth.ErrServerError.WithCause(fmt.Errorf("subscribe to code changes: %w", err))
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
+
+	now := e.cfg.Now()
+	rec, pending, err := e.decidePoll(ctx, log, codeID, clientID, deviceCode, now, true)
+	if !pending || hold <= 0 {
+		return rec, err
+	}
+
+	deadline := now.Add(hold)
+	timer := time.NewTimer(hold)
+	defer timer.Stop()
+	for {
+		select {
+		case msg := <-changes:
+			var changed events.CodeRecord
+			if events.Decode(msg.Data, &changed) == nil && stillWaiting(changed.State) {
+				continue
+			}
+		case <-timer.C:
+		case <-e.closing:
+			return nil, oauth.ErrAuthorizationPending
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+
+		// The code changed state or the hold ended: answer as a plain poll
+		// would, without counting it as another poll.
+		response, pending, err := e.decidePoll(ctx, log, codeID, clientID, deviceCode, e.cfg.Now(), false)
+		if !pending || !e.cfg.Now().Before(deadline) {
+			return response, err
+		}
+	}
+}
+
+// stillWaiting reports whether a held poll keeps waiting when the code is in
+// state: an approved code has no token yet, so the wait goes on until the
+// issuer stores one.
+func stillWaiting(state events.CodeState) bool {
+	return state == events.StatePending || state == events.StateApproved
+}
+
+// decidePoll reads the code record and answers the poll. When counted is
+// true the poll is subject to the interval and records its start. pending
+// reports whether the answer is authorization_pending, which a held poll
+// turns into a wait.
+//
+// Every write is a compare-and-set on the revision read; a lost race re-reads
+// and decides again, so two racing polls can never both redeem a code.
+func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clientID, deviceCode string, now time.Time, counted bool) (response []byte, pending bool, err error) {
+	for {
+		rec, rev, err := e.codes.Get(ctx, codeID)
+		if errors.Is(err, kv.ErrNotFound) {
+			return nil, false, oauth.ErrInvalidGrant.WithDescription("The device code is not valid.")
+		}
+		if err != nil {
+			return nil, false, oauth.ErrServerError.WithCause(err)
+		}
+
+		// RFC 8628 section 3.4 binds the device code to the client it was
+		// issued to.
+		if rec.ClientID != clientID {
+			log.Warn().Str("code_client_id", rec.ClientID).Msg("device code presented by another client")
+			return nil, false, oauth.ErrInvalidGrant.WithDescription("The device code was not issued to this client.")
+		}
+
+		switch rec.State {
+		case events.StateIssued:
+			response, err := e.redeem(ctx, log, codeID, deviceCode, rec, rev, now)
+			if errors.Is(err, kv.ErrConflict) {
+				continue
+			}
+			return response, false, err
+
+		case events.StateRedeemed:
+			log.Warn().Msg("device code redeemed again")
+			return nil, false, oauth.ErrInvalidGrant.WithDescription("The device code has already been used.")
+
+		case events.StateDenied:
+			return nil, false, oauth.ErrAccessDenied
+
+		case events.StateApproved:
+			if !now.Before(rec.ExpiresAt.Add(approvedGrace)) {
+				return nil, false, oauth.ErrExpiredToken
+			}
+
+		case events.StatePending:
+			if !now.Before(rec.ExpiresAt) {
+				return nil, false, oauth.ErrExpiredToken
+			}
+
+		default:
+			return nil, false, oauth.ErrServerError.WithCause(fmt.Errorf("code in unknown state %q", rec.State))
+		}
+
+		if !counted {
+			return nil, true, oauth.ErrAuthorizationPending
+		}
+
+		interval := time.Duration(rec.IntervalSeconds) * time.Second
+		if !rec.LastPollAt.IsZero() && now.Sub(rec.LastPollAt) < interval-e.cfg.PollTolerance {
+			// RFC 8628 section 3.5: the client must add five seconds to its
+			// interval, and so does the record, so every edge expects the
+			// same. The start of the rejected poll is not recorded, so a
+			// client that slows down is never punished twice.
+			rec.IntervalSeconds = min(rec.IntervalSeconds+5, maxInterval)
+			if _, err := e.codes.Update(ctx, codeID, rec, rev); errors.Is(err, kv.ErrConflict) {
+				continue
+			} else if err != nil {
+				return nil, false, oauth.ErrServerError.WithCause(err)
+			}
+			log.Debug().Int("interval", rec.IntervalSeconds).Msg("poll too soon; slowing down")
+			return nil, false, oauth.ErrSlowDown
+		}
+
+		rec.LastPollAt = now
+		if _, err := e.codes.Update(ctx, codeID, rec, rev); errors.Is(err, kv.ErrConflict) {
+			continue
+		} else if err != nil {
+			return nil, false, oauth.ErrServerError.WithCause(err)
+		}
+		return nil, true, oauth.ErrAuthorizationPending
+	}
+}
+
+// redeem marks an issued code redeemed and returns its token response. The
+// mark is stored before the token is opened or sent, so when two polls race
+// only the one whose compare-and-set wins ever sees the token. It returns
+// kv.ErrConflict when it lost that race.
+func (e *Edge) redeem(ctx context.Context, log *zerolog.Logger, codeID, deviceCode string, rec events.CodeRecord, rev uint64, now time.Time) ([]byte, error) {
+	sealed := rec.SealedToken
+	rec.State = events.StateRedeemed
+	rec.RedeemedAt = now
+	if _, err := e.codes.Update(ctx, codeID, rec, rev); err != nil {
+		if errors.Is(err, kv.ErrConflict) {
+			return nil, err
+		}
+		return nil, oauth.ErrServerError.WithCause(err)
+	}
+
+	response, err := codes.Open(deviceCode, sealed)
+	if err != nil {
+		return nil, oauth.ErrServerError.WithCause(err)
+	}
+	log.Info().Str("grant_id", rec.GrantID).Dur("since_approval", now.Sub(rec.DecidedAt)).Msg("token delivered")
+	return response, nil
+}
+
+// requestedHold returns how long the client asked to be held with
+// "Prefer: wait=N" (RFC 7240 section 4.3), capped by MaxHold. A request
+// without the preference is answered at once.
+func (e *Edge) requestedHold(r *http.Request) time.Duration {
+	if e.cfg.MaxHold <= 0 {
+		return 0
+	}
+	seconds, ok := preferWait(r.Header.Values("Prefer"))
+	if !ok || seconds <= 0 {
+		return 0
+	}
+	return min(time.Duration(seconds)*time.Second, e.cfg.MaxHold)
+}
