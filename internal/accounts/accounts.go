@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -25,18 +26,29 @@ const maxPasswordBytes = 72
 // Store reads and writes accounts.
 type Store struct {
 	bucket *kv.Bucket[events.Account]
+	cost   int
 	// dummyHash is compared against when the username is unknown, so both
-	// failures take the same time.
-	dummyHash []byte
+	// failures take the same time. It is made on first use because bcrypt
+	// is deliberately slow.
+	dummyHash func() []byte
 }
 
-// NewStore returns a Store on the accounts bucket.
-func NewStore(bucket *kv.Bucket[events.Account]) (*Store, error) {
-	dummy, err := bcrypt.GenerateFromPassword([]byte(rand.Text()), bcrypt.DefaultCost)
-	if err != nil {
-		return nil, fmt.Errorf("accounts: %w", err)
+// NewStore returns a Store on the accounts bucket that hashes new passwords
+// with the given bcrypt cost; zero means bcrypt.DefaultCost.
+func NewStore(bucket *kv.Bucket[events.Account], cost int) *Store {
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
 	}
-	return &Store{bucket: bucket, dummyHash: dummy}, nil
+	return &Store{
+		bucket: bucket,
+		cost:   cost,
+		dummyHash: sync.OnceValue(func() []byte {
+			// GenerateFromPassword fails only for a cost out of range,
+			// which the first Create would report too.
+			hash, _ := bcrypt.GenerateFromPassword([]byte(rand.Text()), cost)
+			return hash
+		}),
+	}
 }
 
 // NormalizeUsername returns the key under which a username is stored.
@@ -54,7 +66,7 @@ func (s *Store) Create(ctx context.Context, username, password string) (events.A
 		return events.Account{}, fmt.Errorf("accounts: password must be 1 to %d bytes", maxPasswordBytes)
 	}
 
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.cost)
 	if err != nil {
 		return events.Account{}, fmt.Errorf("accounts: hash password: %w", err)
 	}
@@ -71,13 +83,13 @@ func (s *Store) Create(ctx context.Context, username, password string) (events.A
 func (s *Store) Verify(ctx context.Context, username, password string) (events.Account, error) {
 	key := NormalizeUsername(username)
 	if key == "" || len(password) > maxPasswordBytes {
-		_ = bcrypt.CompareHashAndPassword(s.dummyHash, []byte(password))
+		_ = bcrypt.CompareHashAndPassword(s.dummyHash(), []byte(password))
 		return events.Account{}, ErrInvalidCredentials
 	}
 
 	account, _, err := s.bucket.Get(ctx, key)
 	if errors.Is(err, kv.ErrNotFound) {
-		_ = bcrypt.CompareHashAndPassword(s.dummyHash, []byte(password))
+		_ = bcrypt.CompareHashAndPassword(s.dummyHash(), []byte(password))
 		return events.Account{}, ErrInvalidCredentials
 	}
 	if err != nil {

@@ -122,7 +122,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Stack, error) 
 		return fail(err)
 	}
 	if cfg.Seed {
-		if err := Seed(ctx, edgeConn, cfg.Edge.Storage); err != nil {
+		if err := Seed(ctx, edgeConn, cfg.Edge.Storage, cfg.Edge.PasswordCost); err != nil {
 			return fail(err)
 		}
 	}
@@ -190,8 +190,9 @@ func (s *Stack) Close() {
 }
 
 // Seed creates the demo client (public, device grant, scopes profile and
-// offline_access) and the demo account when they are missing.
-func Seed(ctx context.Context, nc *nats.Conn, settings natsinfra.Settings) error {
+// offline_access) and the demo account when they are missing. passwordCost
+// is the bcrypt cost of the demo password; zero means the default.
+func Seed(ctx context.Context, nc *nats.Conn, settings natsinfra.Settings, passwordCost int) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
@@ -213,10 +214,7 @@ func Seed(ctx context.Context, nc *nats.Conn, settings natsinfra.Settings) error
 		return err
 	}
 
-	store, err := accounts.NewStore(kv.New[events.Account](buckets[events.BucketAccounts]))
-	if err != nil {
-		return err
-	}
+	store := accounts.NewStore(kv.New[events.Account](buckets[events.BucketAccounts]), passwordCost)
 	if _, err := store.Create(ctx, DemoUsername, DemoPassword); err != nil && !errors.Is(err, kv.ErrExists) {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 // unmodified and with its default settings, and the phone with a cookie-jar
 // HTTP client, against the real edge, approver and issuer.
 func TestDeviceFlowWithOAuth2Library(t *testing.T) {
+	t.Parallel()
 	sys := startSystem(t)
 	cfg := sys.oauthConfig(devstack.DemoClientID, "profile", "offline_access")
 	ctx := withTimeout(t, 30*time.Second)
@@ -94,6 +95,7 @@ func TestDeviceFlowWithOAuth2Library(t *testing.T) {
 // TestDeviceFlowLongPoll has the device hold its poll with Prefer: wait and
 // expects the token within moments of the approval.
 func TestDeviceFlowLongPoll(t *testing.T) {
+	t.Parallel()
 	sys := startSystem(t)
 	cfg := sys.oauthConfig(devstack.DemoClientID, "profile")
 	base := &http.Client{Transport: preferWait{hold: 20}}
@@ -184,4 +186,3 @@ func verifyWithJWKS(t *testing.T, sys *system, token string) jwt.MapClaims {
 	}
 	return claims
 }
-

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 
 	"github.com/streamco/deviceauth/events"
@@ -37,11 +38,13 @@ func (c *clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 // system is the whole server on an embedded nats-server with its own store
 // directory, served over real HTTP on loopback.
 type system struct {
-	t      *testing.T
+	t      testing.TB
 	stack  *devstack.Stack
 	server *httptest.Server
 	clock  *clock
 	URL    string
+	// dataDir holds the stack's store and keys.
+	dataDir string
 }
 
 // Clients seeded for the tests besides the demo client.
@@ -51,7 +54,7 @@ const (
 
 type systemOption func(*devstack.Config)
 
-func startSystem(t *testing.T, opts ...systemOption) *system {
+func startSystem(t testing.TB, opts ...systemOption) *system {
 	t.Helper()
 
 	server := httptest.NewUnstartedServer(nil)
@@ -64,6 +67,7 @@ func startSystem(t *testing.T, opts ...systemOption) *system {
 		Edge: edge.Config{
 			PublicURL:    publicURL,
 			PollInterval: time.Second,
+			PasswordCost: bcrypt.MinCost,
 			Now:          c.Now,
 		},
 	}
@@ -81,7 +85,7 @@ func startSystem(t *testing.T, opts ...systemOption) *system {
 	server.Config.Handler = stack.Edge.Handler()
 	server.Start()
 
-	s := &system{t: t, stack: stack, server: server, clock: c, URL: publicURL}
+	s := &system{t: t, stack: stack, server: server, clock: c, URL: publicURL, dataDir: cfg.DataDir}
 	t.Cleanup(func() {
 		server.CloseClientConnections()
 		stack.Edge.Close()
@@ -229,7 +233,7 @@ func (s *system) poll(clientID, deviceCode string, hold time.Duration) response 
 // phone is a person's browser: an HTTP client with a cookie jar that
 // follows redirects only to the edge.
 type phone struct {
-	t      *testing.T
+	t      testing.TB
 	client *http.Client
 	base   string
 }
@@ -258,7 +262,7 @@ func (p page) title() string {
 	return ""
 }
 
-func (p page) csrf(t *testing.T) string {
+func (p page) csrf(t testing.TB) string {
 	t.Helper()
 	m := csrfField.FindStringSubmatch(p.Body)
 	if m == nil {
@@ -336,7 +340,7 @@ func (ph *phone) decideAndSignal(verificationURIComplete, decision string, start
 }
 
 // waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

@@ -58,6 +58,10 @@ type Config struct {
 	// 12 hours, the lifetime of the sessions bucket.
 	SessionLifetime time.Duration
 
+	// PasswordCost is the bcrypt cost of password hashes. Zero means
+	// bcrypt.DefaultCost; tests lower it to save time.
+	PasswordCost int
+
 	// Now is the clock and Random the source of codes. Nil means time.Now
 	// and crypto/rand.
 	Now    func() time.Time
@@ -183,10 +187,7 @@ func (e *Edge) Start(ctx context.Context) error {
 	e.userCodes = kv.New[string](buckets[events.BucketUserCodes])
 	e.sessions = kv.New[events.Session](buckets[events.BucketSessions])
 	e.keys = kv.New[events.KeySet](buckets[events.BucketKeys])
-	e.accounts, err = accounts.NewStore(kv.New[events.Account](buckets[events.BucketAccounts]))
-	if err != nil {
-		return err
-	}
+	e.accounts = accounts.NewStore(kv.New[events.Account](buckets[events.BucketAccounts]), e.cfg.PasswordCost)
 	e.clients, err = clients.Watch(ctx, kv.New[events.Client](buckets[events.BucketClients]))
 	if err != nil {
 		return err

@@ -1,0 +1,210 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/streamco/deviceauth/events"
+	"github.com/streamco/deviceauth/internal/devstack"
+	"github.com/streamco/deviceauth/internal/edge"
+	"github.com/streamco/deviceauth/internal/oauth"
+)
+
+func TestOAuthErrors(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	da := sys.authorize(devstack.DemoClientID, "profile")
+	form := "application/x-www-form-urlencoded"
+
+	cases := []struct {
+		name        string
+		method      string
+		path        string
+		contentType string
+		body        string
+		header      http.Header
+		status      int
+		code        string
+	}{
+		{"token with GET", http.MethodGet, edge.PathToken, "", "", nil, http.StatusMethodNotAllowed, oauth.CodeInvalidRequest},
+		{"authorization with PUT", http.MethodPut, edge.PathDeviceAuthorization, form, "client_id=tv-app", nil, http.StatusMethodNotAllowed, oauth.CodeInvalidRequest},
+		{"JSON body", http.MethodPost, edge.PathToken, "application/json", `{"grant_type":"x"}`, nil, http.StatusUnsupportedMediaType, oauth.CodeInvalidRequest},
+		{"missing content type", http.MethodPost, edge.PathDeviceAuthorization, "", "client_id=tv-app", nil, http.StatusUnsupportedMediaType, oauth.CodeInvalidRequest},
+		{"body over the limit", http.MethodPost, edge.PathToken, form, "grant_type=" + strings.Repeat("a", 20<<10), nil, http.StatusRequestEntityTooLarge, oauth.CodeInvalidRequest},
+		{"malformed form encoding", http.MethodPost, edge.PathToken, form, "grant_type=%zz", nil, http.StatusBadRequest, oauth.CodeInvalidRequest},
+		{"repeated parameter", http.MethodPost, edge.PathDeviceAuthorization, form, "client_id=tv-app&client_id=tv-app", nil, http.StatusBadRequest, oauth.CodeInvalidRequest},
+		{"invalid UTF-8", http.MethodPost, edge.PathDeviceAuthorization, form, "client_id=%ff%fe", nil, http.StatusBadRequest, oauth.CodeInvalidRequest},
+		{"missing grant type", http.MethodPost, edge.PathToken, form, "client_id=tv-app&device_code=" + da.DeviceCode, nil, http.StatusBadRequest, oauth.CodeInvalidRequest},
+		{"unknown grant type", http.MethodPost, edge.PathToken, form, "grant_type=password&client_id=tv-app", nil, http.StatusBadRequest, oauth.CodeUnsupportedGrantType},
+		{"missing device code", http.MethodPost, edge.PathToken, form, "grant_type=" + url.QueryEscape(oauth.GrantTypeDeviceCode) + "&client_id=tv-app", nil, http.StatusBadRequest, oauth.CodeInvalidRequest},
+		{"missing client", http.MethodPost, edge.PathDeviceAuthorization, form, "scope=profile", nil, http.StatusUnauthorized, oauth.CodeInvalidClient},
+		{"unknown client", http.MethodPost, edge.PathDeviceAuthorization, form, "client_id=nobody", nil, http.StatusUnauthorized, oauth.CodeInvalidClient},
+		{"public client with a secret", http.MethodPost, edge.PathDeviceAuthorization, form, "client_id=tv-app&client_secret=x", nil, http.StatusUnauthorized, oauth.CodeInvalidClient},
+		{"header and body client differ", http.MethodPost, edge.PathDeviceAuthorization, form, "client_id=other-app", http.Header{"Authorization": {"Basic dHYtYXBwOg=="}}, http.StatusUnauthorized, oauth.CodeInvalidClient},
+		{"scope outside the client", http.MethodPost, edge.PathDeviceAuthorization, form, "client_id=tv-app&scope=profile+admin", nil, http.StatusBadRequest, oauth.CodeInvalidScope},
+		{"scope with a quote", http.MethodPost, edge.PathDeviceAuthorization, form, "client_id=tv-app&scope=%22profile%22", nil, http.StatusBadRequest, oauth.CodeInvalidScope},
+		{"unknown OAuth path", http.MethodPost, "/oauth/authorize", form, "", nil, http.StatusNotFound, oauth.CodeInvalidRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(t.Context(), tc.method, sys.URL+tc.path, strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatalf("build request: %v", err)
+			}
+			if tc.contentType != "" {
+				req.Header.Set("Content-Type", tc.contentType)
+			}
+			for k, v := range tc.header {
+				req.Header[k] = v
+			}
+			resp := sys.do(req)
+			assertOAuthError(t, resp, tc.status, tc.code)
+			if tc.status == http.StatusUnauthorized && resp.Header.Get("WWW-Authenticate") == "" {
+				t.Error("401 without WWW-Authenticate")
+			}
+		})
+	}
+}
+
+// TestPublicClientBasicProbe checks the answer to golang.org/x/oauth2's
+// first attempt, HTTP Basic with an empty secret plus client_id in the body:
+// invalid_client, without counting as a poll, so the retry that follows is
+// not slowed down.
+func TestPublicClientBasicProbe(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	da := sys.authorize(devstack.DemoClientID, "profile")
+	form := url.Values{"grant_type": {oauth.GrantTypeDeviceCode}, "client_id": {devstack.DemoClientID}, "device_code": {da.DeviceCode}}
+
+	probe := sys.postForm(edge.PathToken, form, http.Header{"Authorization": {"Basic dHYtYXBwOg=="}})
+	assertOAuthError(t, probe, http.StatusUnauthorized, oauth.CodeInvalidClient)
+
+	retry := sys.postForm(edge.PathToken, form, nil)
+	assertOAuthError(t, retry, http.StatusBadRequest, oauth.CodeAuthorizationPending)
+
+	// A header alone identifies a public client too.
+	headerOnly := url.Values{"grant_type": {oauth.GrantTypeDeviceCode}, "device_code": {da.DeviceCode}}
+	sys.clock.Advance(2 * time.Second)
+	resp := sys.postForm(edge.PathToken, headerOnly, http.Header{"Authorization": {"Basic dHYtYXBwOg=="}})
+	assertOAuthError(t, resp, http.StatusBadRequest, oauth.CodeAuthorizationPending)
+}
+
+// TestNATSFaultIsServerError stops the NATS server under a running edge: a
+// poll then fails as server_error, never as access_denied or slow_down.
+func TestNATSFaultIsServerError(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	da := sys.authorize(devstack.DemoClientID, "profile")
+
+	sys.stack.Server.Shutdown()
+	sys.stack.Server.WaitForShutdown()
+
+	resp := sys.poll(devstack.DemoClientID, da.DeviceCode, 0)
+	assertOAuthError(t, resp, http.StatusInternalServerError, oauth.CodeServerError)
+	if strings.Contains(string(resp.Body), "nats") || strings.Contains(string(resp.Body), "kv:") {
+		t.Errorf("error response leaks internals: %s", resp.Body)
+	}
+}
+
+// TestRedeliveredEventsChangeNothing publishes the decision and the grant
+// event again after the token was issued, as JetStream would redeliver them
+// after a worker crashed before acknowledging, and checks that the code
+// record and the grant stay as they were.
+func TestRedeliveredEventsChangeNothing(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	da := sys.authorize(devstack.DemoClientID, "profile")
+	sys.decide(da, "approve")
+	sys.waitForState(da.DeviceCode, events.StateIssued)
+
+	id := sys.codeID(da.DeviceCode)
+	bucket := sys.codeBucket()
+	before, revBefore, err := bucket.Get(t.Context(), id)
+	if err != nil {
+		t.Fatalf("read code: %v", err)
+	}
+
+	js, _ := jetstream.New(sys.conn())
+	decision, _ := events.Encode(events.Decision{CodeID: id, Approved: true, AccountID: before.AccountID, Username: before.Username, DecidedAt: time.Now()})
+	grant, _ := events.Encode(events.GrantApproved{CodeID: id, ClientID: before.ClientID, AccountID: before.AccountID})
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := js.Publish(ctx, events.Subject(events.SubjectDecision, id), decision); err != nil {
+		t.Fatalf("publish decision: %v", err)
+	}
+	if _, err := js.Publish(ctx, events.Subject(events.SubjectGrantApproved, id), grant); err != nil {
+		t.Fatalf("publish grant: %v", err)
+	}
+
+	// Both consumers must have processed the copies before the check.
+	for _, durable := range []string{events.ConsumerApprover, events.ConsumerIssuer} {
+		waitFor(t, 5*time.Second, durable+" to acknowledge everything", func() bool {
+			info, err := js.Consumer(ctx, events.StreamDevice, durable)
+			if err != nil {
+				return false
+			}
+			cinfo, err := info.Info(ctx)
+			return err == nil && cinfo.NumPending == 0 && cinfo.NumAckPending == 0
+		})
+	}
+
+	after, revAfter, err := bucket.Get(t.Context(), id)
+	if err != nil {
+		t.Fatalf("read code: %v", err)
+	}
+	if revAfter != revBefore {
+		t.Errorf("code record revision moved from %d to %d after redelivery", revBefore, revAfter)
+	}
+	if string(after.SealedToken) != string(before.SealedToken) {
+		t.Error("a redelivered grant event minted another token")
+	}
+
+	if resp := sys.poll(devstack.DemoClientID, da.DeviceCode, 0); resp.StatusCode != http.StatusOK {
+		t.Errorf("poll after redelivery: status %d: %s", resp.StatusCode, resp.Body)
+	}
+}
+
+func TestMetadataAndJWKS(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+
+	resp := sys.do(mustRequest(t, http.MethodGet, sys.URL+edge.PathMetadata))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("metadata: status %d", resp.StatusCode)
+	}
+	md := resp.json(t)
+	for name, want := range map[string]string{
+		"issuer":                        sys.URL,
+		"token_endpoint":                sys.URL + edge.PathToken,
+		"device_authorization_endpoint": sys.URL + edge.PathDeviceAuthorization,
+		"jwks_uri":                      sys.URL + edge.PathJWKS,
+	} {
+		if md[name] != want {
+			t.Errorf("metadata %s = %v, want %s", name, md[name], want)
+		}
+	}
+	grants, _ := md["grant_types_supported"].([]any)
+	if len(grants) != 1 || grants[0] != oauth.GrantTypeDeviceCode {
+		t.Errorf("grant_types_supported %v, want only the device code grant", grants)
+	}
+
+	waitFor(t, 5*time.Second, "the issuer to publish its key", func() bool {
+		keys, _ := sys.do(mustRequest(t, http.MethodGet, sys.URL+edge.PathJWKS)).json(t)["keys"].([]any)
+		return len(keys) == 1
+	})
+}
+
+func mustRequest(t *testing.T, method, target string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, target, nil)
+	if err != nil {
+		t.Fatalf("build request: %v", err)
+	}
+	return req
+}
