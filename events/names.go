@@ -26,6 +26,10 @@ const (
 	// once the code record is in StateApproved.
 	SubjectGrantApproved = "device.approved"
 
+	// SubjectGrantRevoked carries GrantRevoked, published by the edge after
+	// it marked a grant revoked. The last token is the grant id.
+	SubjectGrantRevoked = "device.revoked"
+
 	// SubjectDeadLetter carries events a worker can never process, with the
 	// reason in the DeadLetterReasonHeader header, followed by the name of the
 	// consumer that gave up.

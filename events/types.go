@@ -134,6 +134,25 @@ type Grant struct {
 	CreatedAt      time.Time `json:"created_at"`
 	AccessTokenID  string    `json:"access_token_id"`
 	RefreshTokenID string    `json:"refresh_token_id,omitempty"`
+	// LastUsedAt is the last time the grant's refresh token was used.
+	LastUsedAt time.Time `json:"last_used_at,omitzero"`
+	// RevokedAt is set once, when the person or the client revokes the
+	// grant. A revoked grant's refresh tokens are rejected.
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	// DeviceKind is copied from the code at issue time, for the list of a
+	// person's devices.
+	DeviceKind string `json:"device_kind,omitempty"`
+}
+
+// GrantRevoked is published on SubjectGrantRevoked.
+type GrantRevoked struct {
+	GrantID   string    `json:"grant_id"`
+	AccountID string    `json:"account_id"`
+	ClientID  string    `json:"client_id"`
+	RevokedAt time.Time `json:"revoked_at"`
+	// Reason is "user" for a revocation from the devices page, "client" for
+	// RFC 7009 revocation, "reuse" when a rotated refresh token came back.
+	Reason string `json:"reason"`
 }
 
 // RefreshToken is the value stored in BucketRefreshTokens under a keyed hash

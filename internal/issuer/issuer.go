@@ -243,12 +243,13 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 		grant := events.Grant{
 			// One grant per code, so a redelivery overwrites rather than
 			// adds.
-			ID:        "grant_" + codeID[:32],
-			CodeID:    codeID,
-			ClientID:  rec.ClientID,
-			AccountID: rec.AccountID,
-			Scopes:    rec.Scopes,
-			CreatedAt: now,
+			ID:         "grant_" + codeID[:32],
+			CodeID:     codeID,
+			ClientID:   rec.ClientID,
+			AccountID:  rec.AccountID,
+			Scopes:     rec.Scopes,
+			CreatedAt:  now,
+			DeviceKind: rec.DeviceKind,
 		}
 
 		response, refreshID, err := is.mint(ctx, &grant, now)
