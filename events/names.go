@@ -66,7 +66,9 @@ const (
 	BucketAccounts = "accounts"
 	// BucketSessions maps a keyed hash of a browser session id to a Session.
 	BucketSessions = "sessions"
-	// BucketGrants maps a grant id to its Grant.
+	// BucketGrants maps GrantKey(account id, grant id) to a Grant, so the
+	// grants of one account can be listed with the key filter
+	// "<account id>.>".
 	BucketGrants = "grants"
 	// BucketRefreshTokens maps a keyed hash of a refresh token to a
 	// RefreshToken.
@@ -78,6 +80,11 @@ const (
 // KeySetKey is the key in BucketKeys whose value is the JWKS (RFC 7517) of
 // every public key whose tokens may still be in use.
 const KeySetKey = "jwks"
+
+// GrantKey returns the key of a grant in BucketGrants.
+func GrantKey(accountID, grantID string) string {
+	return accountID + "." + grantID
+}
 
 // Subject returns the subject of an event about one code.
 func Subject(prefix, codeID string) string {

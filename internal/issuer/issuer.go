@@ -256,7 +256,7 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 		if err != nil {
 			return err
 		}
-		if _, err := is.grants.Put(ctx, grant.ID, grant); err != nil {
+		if _, err := is.grants.Put(ctx, events.GrantKey(grant.AccountID, grant.ID), grant); err != nil {
 			return err
 		}
 
