@@ -39,6 +39,19 @@ const (
 	SubjectAll = "device.>"
 )
 
+// Request subjects the issuers serve over core NATS request-reply, in the
+// queue group QueueIssuers, because only an issuer can sign.
+const (
+	// SubjectRefresh carries RefreshRequest and is answered with
+	// RefreshReply.
+	SubjectRefresh = "issuer.refresh"
+	// SubjectRotateKeys asks every issuer (no queue group) to start signing
+	// with a new key. The reply is RotateKeysReply.
+	SubjectRotateKeys = "issuer.rotate_keys"
+
+	QueueIssuers = "issuers"
+)
+
 // Durable consumer names. They are fixed strings so that a renamed Go
 // identifier never orphans a consumer and its unacknowledged messages.
 const (

@@ -106,6 +106,10 @@ type Client struct {
 	CodeLifetimeSeconds int  `json:"code_lifetime_seconds,omitempty"`
 	IntervalSeconds     int  `json:"interval_seconds,omitempty"`
 	DeviceFlowDisabled  bool `json:"device_flow_disabled,omitempty"`
+	// AllowedOrigins are the web origins (scheme://host[:port]) from which
+	// browser apps of this client may call the device authorization and
+	// token endpoints (CORS).
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
 }
 
 // Account is the value stored in BucketAccounts.
@@ -164,6 +168,33 @@ type RefreshToken struct {
 	Scopes    []string  `json:"scopes"`
 	IssuedAt  time.Time `json:"issued_at"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// RotatedAt is set when the token was exchanged for a new one. A rotated
+	// token that comes back is a replay, and revokes the grant.
+	RotatedAt time.Time `json:"rotated_at,omitzero"`
+}
+
+// RefreshRequest is sent on SubjectRefresh by an edge that authenticated
+// the client.
+type RefreshRequest struct {
+	RefreshTokenID string `json:"refresh_token_id"`
+	ClientID       string `json:"client_id"`
+	// Scopes narrows the grant's scopes for the new access token; empty
+	// keeps them all.
+	Scopes []string `json:"scopes,omitempty"`
+}
+
+// RefreshReply answers a RefreshRequest: either the token response (RFC 6749
+// section 5.1, as JSON) or an RFC 6749 error code with a safe description.
+type RefreshReply struct {
+	TokenResponse    []byte `json:"token_response,omitempty"`
+	Error            string `json:"error,omitempty"`
+	ErrorDescription string `json:"error_description,omitempty"`
+}
+
+// RotateKeysReply answers a request on SubjectRotateKeys.
+type RotateKeysReply struct {
+	KeyID string `json:"kid,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 // KeySet is the value stored in BucketKeys under KeySetKey: a JWKS

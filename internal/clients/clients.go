@@ -47,6 +47,43 @@ func (r *Registry) Lookup(id string) (events.Client, bool) {
 	return c, ok
 }
 
+// Scopes returns every scope some client may request, sorted.
+func (r *Registry) Scopes() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var all []string
+	for _, c := range r.clients {
+		for _, s := range c.Scopes {
+			if !slices.Contains(all, s) {
+				all = append(all, s)
+			}
+		}
+	}
+	slices.Sort(all)
+	return all
+}
+
+// AllowsOrigin reports whether a browser app at origin may call the edge for
+// c (CORS).
+func AllowsOrigin(c events.Client, origin string) bool {
+	return origin != "" && slices.Contains(c.AllowedOrigins, origin)
+}
+
+// AnyAllowsOrigin reports whether some client accepts origin. A CORS
+// preflight carries no client_id, so it is answered for every origin some
+// client accepts, and the request that follows is checked against its own
+// client.
+func (r *Registry) AnyAllowsOrigin(origin string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, c := range r.clients {
+		if AllowsOrigin(c, origin) {
+			return true
+		}
+	}
+	return false
+}
+
 // AllowsGrant reports whether c may use grantType.
 func AllowsGrant(c events.Client, grantType string) bool {
 	return slices.Contains(c.Grants, grantType)

@@ -190,8 +190,17 @@ func TestMetadataAndJWKS(t *testing.T) {
 		}
 	}
 	grants, _ := md["grant_types_supported"].([]any)
-	if len(grants) != 1 || grants[0] != oauth.GrantTypeDeviceCode {
-		t.Errorf("grant_types_supported %v, want only the device code grant", grants)
+	if len(grants) != 2 || grants[0] != oauth.GrantTypeDeviceCode || grants[1] != oauth.GrantTypeRefreshToken {
+		t.Errorf("grant_types_supported %v, want the device code and refresh token grants", grants)
+	}
+	scopes, _ := md["scopes_supported"].([]any)
+	if len(scopes) != 2 || scopes[0] != "offline_access" || scopes[1] != "profile" {
+		t.Errorf("scopes_supported %v, want the scopes the seeded clients allow", scopes)
+	}
+	for _, name := range []string{"revocation_endpoint", "introspection_endpoint"} {
+		if md[name] == nil {
+			t.Errorf("metadata has no %s", name)
+		}
 	}
 
 	waitFor(t, 5*time.Second, "the issuer to publish its key", func() bool {

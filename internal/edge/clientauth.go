@@ -59,11 +59,11 @@ func (e *Edge) authenticateClient(r *http.Request, form url.Values) (events.Clie
 		if hasBasic && bodyID != "" {
 			return events.Client{}, oauth.ErrInvalidClient.WithDescription("A public client sends client_id in the body, without an Authorization header.")
 		}
-		return client, nil
+		return client, e.checkOrigin(r, client)
 	}
 
 	if !clients.VerifySecret(client, secret) {
 		return events.Client{}, oauth.ErrInvalidClient
 	}
-	return client, nil
+	return client, e.checkOrigin(r, client)
 }

@@ -22,9 +22,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/events"
+	"github.com/streamco/deviceauth/internal/accesstoken"
 	"github.com/streamco/deviceauth/internal/accounts"
 	"github.com/streamco/deviceauth/internal/clients"
 	"github.com/streamco/deviceauth/internal/codes"
+	"github.com/streamco/deviceauth/internal/grants"
 	"github.com/streamco/deviceauth/internal/kv"
 	"github.com/streamco/deviceauth/internal/natsinfra"
 )
@@ -132,6 +134,9 @@ type Edge struct {
 	userCodes *kv.Bucket[string]
 	sessions  *kv.Bucket[events.Session]
 	keys      *kv.Bucket[events.KeySet]
+	refresh   *kv.Bucket[events.RefreshToken]
+	revoker   *grants.Revoker
+	verifier  *accesstoken.Verifier
 
 	// closing is closed when the edge begins to stop, which answers every
 	// held poll at once.
@@ -178,7 +183,8 @@ func (e *Edge) Start(ctx context.Context) error {
 	}
 	buckets, err := natsinfra.EnsureBuckets(ctx, e.js, e.cfg.Storage,
 		events.BucketCodes, events.BucketUserCodes, events.BucketClients,
-		events.BucketAccounts, events.BucketSessions, events.BucketKeys)
+		events.BucketAccounts, events.BucketSessions, events.BucketKeys,
+		events.BucketGrants, events.BucketRefreshTokens)
 	if err != nil {
 		return err
 	}
@@ -187,12 +193,28 @@ func (e *Edge) Start(ctx context.Context) error {
 	e.userCodes = kv.New[string](buckets[events.BucketUserCodes])
 	e.sessions = kv.New[events.Session](buckets[events.BucketSessions])
 	e.keys = kv.New[events.KeySet](buckets[events.BucketKeys])
+	e.refresh = kv.New[events.RefreshToken](buckets[events.BucketRefreshTokens])
+	e.revoker = &grants.Revoker{
+		Grants:  kv.New[events.Grant](buckets[events.BucketGrants]),
+		Refresh: e.refresh,
+		JS:      e.js,
+		Now:     e.cfg.Now,
+	}
 	e.accounts = accounts.NewStore(kv.New[events.Account](buckets[events.BucketAccounts]), e.cfg.PasswordCost)
 	e.clients, err = clients.Watch(ctx, kv.New[events.Client](buckets[events.BucketClients]))
 	if err != nil {
 		return err
 	}
-	return nil
+
+	e.verifier = accesstoken.NewVerifier(e.issuer, e.cfg.Now)
+	return e.keys.Watch(ctx, func(key string, set events.KeySet, deleted bool) {
+		if key != events.KeySetKey || deleted {
+			return
+		}
+		if err := e.verifier.SetKeys(set); err != nil {
+			e.log.Warn().Err(err).Msg("some published signing keys are unusable")
+		}
+	})
 }
 
 // Close answers every held poll with authorization_pending, so devices poll

@@ -17,6 +17,8 @@ const (
 	PathDeviceAuthorization = "/oauth/device_authorization"
 	PathToken               = "/oauth/token"
 	PathJWKS                = "/oauth/jwks.json"
+	PathRevocation          = "/oauth/revoke"
+	PathIntrospection       = "/oauth/introspect"
 	PathMetadata            = "/.well-known/oauth-authorization-server"
 	PathDevice              = "/device"
 	PathSignIn              = "/device/signin"
@@ -33,8 +35,12 @@ func (e *Edge) Handler() http.Handler {
 	// OAuth endpoints answer only in JSON, even for unknown methods.
 	r.Group(func(r chi.Router) {
 		r.MethodNotAllowed(e.oauthMethodNotAllowed)
-		r.Post(PathDeviceAuthorization, e.oauthHandler(e.deviceAuthorization))
-		r.Post(PathToken, e.oauthHandler(e.token))
+		r.With(e.cors).Post(PathDeviceAuthorization, e.oauthHandler(e.deviceAuthorization))
+		r.With(e.cors).Post(PathToken, e.oauthHandler(e.token))
+		r.With(e.cors).Options(PathDeviceAuthorization, func(http.ResponseWriter, *http.Request) {})
+		r.With(e.cors).Options(PathToken, func(http.ResponseWriter, *http.Request) {})
+		r.Post(PathRevocation, e.oauthHandler(e.revoke))
+		r.Post(PathIntrospection, e.oauthHandler(e.introspect))
 		r.Get(PathMetadata, e.metadata)
 		r.Get(PathJWKS, e.jwks)
 	})

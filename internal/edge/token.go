@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/events"
+	"github.com/streamco/deviceauth/internal/clients"
 	"github.com/streamco/deviceauth/internal/codes"
 	"github.com/streamco/deviceauth/internal/kv"
 	"github.com/streamco/deviceauth/internal/oauth"
@@ -26,8 +27,9 @@ const maxInterval = 60
 // time, so the device should get its token.
 const approvedGrace = 2 * time.Minute
 
-// token answers the token request of RFC 6749 section 4.1.3 for the device
-// code grant (RFC 8628 section 3.4).
+// token answers token requests (RFC 6749 section 3.2) for the device code
+// grant (RFC 8628 section 3.4) and the refresh token grant (RFC 6749
+// section 6).
 func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
 	form, err := parseForm(w, r)
 	if err != nil {
@@ -38,7 +40,7 @@ func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
 	switch grantType {
 	case "":
 		return oauth.ErrInvalidRequest.WithDescription("grant_type is missing.")
-	case oauth.GrantTypeDeviceCode:
+	case oauth.GrantTypeDeviceCode, oauth.GrantTypeRefreshToken:
 	default:
 		return oauth.ErrUnsupportedGrantType.WithDescription("Grant type %q is not supported.", grantType)
 	}
@@ -47,6 +49,13 @@ func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if !clients.AllowsGrant(client, grantType) || (grantType == oauth.GrantTypeDeviceCode && client.DeviceFlowDisabled) {
+		return oauth.ErrUnauthorizedClient.WithDescription("This client may not use grant type %q.", grantType)
+	}
+	if grantType == oauth.GrantTypeRefreshToken {
+		return e.refreshToken(w, r, form, client)
+	}
+
 	deviceCode := form.Get("device_code")
 	if deviceCode == "" {
 		return oauth.ErrInvalidRequest.WithDescription("device_code is missing.")
@@ -64,12 +73,17 @@ func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	writeTokenResponse(w, response)
+	return nil
+}
+
+// writeTokenResponse sends a token response that is already JSON.
+func writeTokenResponse(w http.ResponseWriter, response []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(response)
-	return nil
 }
 
 // pollDeviceCode decides one poll. It returns the token response to send,

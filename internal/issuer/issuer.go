@@ -7,25 +7,20 @@ package issuer
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/events"
 	"github.com/streamco/deviceauth/internal/codes"
+	"github.com/streamco/deviceauth/internal/grants"
 	"github.com/streamco/deviceauth/internal/kv"
 	"github.com/streamco/deviceauth/internal/natsinfra"
-	"github.com/streamco/deviceauth/internal/oauth"
 	"github.com/streamco/deviceauth/internal/worker"
 )
 
@@ -49,6 +44,10 @@ type Config struct {
 	// HashKey keys the hashes of refresh tokens. Edges use the same key.
 	HashKey []byte
 
+	// RotateEvery starts a new signing key at this period. Zero rotates only
+	// on request (SubjectRotateKeys).
+	RotateEvery time.Duration
+
 	// AccessTokenTTL defaults to one hour, RefreshTokenTTL to 30 days.
 	AccessTokenTTL  time.Duration
 	RefreshTokenTTL time.Duration
@@ -71,6 +70,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Algorithm != AlgorithmRS256 && c.Algorithm != AlgorithmES256 {
 		errs = append(errs, fmt.Errorf("signing algorithm %q is not supported (want %s or %s)", c.Algorithm, AlgorithmRS256, AlgorithmES256))
+	}
+	if c.RefreshTokenTTL > natsinfra.MaxRefreshTokenTTL {
+		errs = append(errs, fmt.Errorf("refresh token lifetime %s is over the maximum %s", c.RefreshTokenTTL, natsinfra.MaxRefreshTokenTTL))
 	}
 	if len(c.HashKey) < codes.MinKeyBytes {
 		errs = append(errs, fmt.Errorf("hash key has %d bytes, want at least %d", len(c.HashKey), codes.MinKeyBytes))
@@ -100,12 +102,14 @@ type Issuer struct {
 	hasher *codes.Hasher
 	log    zerolog.Logger
 
-	key     signingKey
-	allKeys []signingKey
+	nc   *nats.Conn
+	keys *keyRing
 
 	codes   *kv.Bucket[events.CodeRecord]
 	grants  *kv.Bucket[events.Grant]
 	refresh *kv.Bucket[events.RefreshToken]
+	keySet  *kv.Bucket[events.KeySet]
+	revoker *grants.Revoker
 }
 
 // New returns an issuer that uses nc.
@@ -123,7 +127,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Issuer, error) {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
 
-	active, all, err := loadKeys(cfg.KeyDir, cfg.Algorithm, cfg.Now())
+	keys, err := loadKeyRing(cfg.KeyDir, cfg.Algorithm, cfg.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -131,12 +135,12 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Issuer, error) {
 	cfg.Worker.Durable = events.ConsumerIssuer
 	cfg.Worker.FilterSubject = events.Subject(events.SubjectGrantApproved, "*")
 	return &Issuer{
-		cfg:     cfg,
-		js:      js,
-		hasher:  hasher,
-		log:     log.With().Str("service", "issuer").Logger(),
-		key:     active,
-		allKeys: all,
+		cfg:    cfg,
+		js:     js,
+		hasher: hasher,
+		log:    log.With().Str("service", "issuer").Logger(),
+		nc:     nc,
+		keys:   keys,
 	}, nil
 }
 
@@ -154,10 +158,18 @@ func (is *Issuer) Run(ctx context.Context) error {
 	is.codes = kv.New[events.CodeRecord](buckets[events.BucketCodes])
 	is.grants = kv.New[events.Grant](buckets[events.BucketGrants])
 	is.refresh = kv.New[events.RefreshToken](buckets[events.BucketRefreshTokens])
+	is.keySet = kv.New[events.KeySet](buckets[events.BucketKeys])
+	is.revoker = &grants.Revoker{Grants: is.grants, Refresh: is.refresh, JS: is.js, Now: is.cfg.Now}
 
-	if err := is.publishKeys(ctx, kv.New[events.KeySet](buckets[events.BucketKeys])); err != nil {
+	if err := is.publishKeys(ctx); err != nil {
 		return err
 	}
+	stopServing, err := is.serveRequests(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopServing()
+	go is.maintainKeys(ctx)
 
 	return worker.Run(ctx, is.js, is.cfg.Worker, is.log, func(ctx context.Context, log zerolog.Logger, msg jetstream.Msg) error {
 		var ev events.GrantApproved
@@ -166,53 +178,6 @@ func (is *Issuer) Run(ctx context.Context) error {
 		}
 		return is.issue(ctx, log.With().Str("code_id", shortID(ev.CodeID)).Logger(), ev.CodeID)
 	})
-}
-
-// publishKeys merges this issuer's public keys into the published key set,
-// keeping keys other issuers published, by compare-and-set.
-func (is *Issuer) publishKeys(ctx context.Context, bucket *kv.Bucket[events.KeySet]) error {
-	var mine []events.JWK
-	for _, k := range is.allKeys {
-		jwk, err := publicJWK(k)
-		if err != nil {
-			return err
-		}
-		mine = append(mine, jwk)
-	}
-
-	for {
-		set, rev, err := bucket.Get(ctx, events.KeySetKey)
-		if err != nil && !errors.Is(err, kv.ErrNotFound) {
-			return err
-		}
-
-		merged := set.Keys
-		changed := false
-		for _, jwk := range mine {
-			if !slices.ContainsFunc(merged, func(k events.JWK) bool { return k.KeyID == jwk.KeyID }) {
-				merged = append(merged, jwk)
-				changed = true
-			}
-		}
-		if !changed {
-			return nil
-		}
-
-		set.Keys = merged
-		if rev == 0 {
-			_, err = bucket.Create(ctx, events.KeySetKey, set)
-		} else {
-			_, err = bucket.Update(ctx, events.KeySetKey, set, rev)
-		}
-		if errors.Is(err, kv.ErrConflict) || errors.Is(err, kv.ErrExists) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		is.log.Info().Str("kid", is.key.id).Int("keys", len(merged)).Msg("signing keys published")
-		return nil
-	}
 }
 
 // issue mints the tokens for an approved code. Minting happens before the
@@ -252,7 +217,7 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 			DeviceKind: rec.DeviceKind,
 		}
 
-		response, refreshID, err := is.mint(ctx, &grant, now)
+		response, refreshID, err := is.mint(ctx, &grant, grant.Scopes, now)
 		if err != nil {
 			return err
 		}
@@ -288,64 +253,6 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 			Dur("since_approval", now.Sub(rec.DecidedAt)).Msg("token issued")
 		return nil
 	}
-}
-
-// mint signs the access token and creates the refresh token for grant, and
-// records their ids in it. It returns the storage id of the refresh token,
-// empty when none was made.
-func (is *Issuer) mint(ctx context.Context, grant *events.Grant, now time.Time) (oauth.TokenResponse, string, error) {
-	jti := rand.Text()
-	claims := jwt.MapClaims{
-		"iss":       is.cfg.Issuer,
-		"sub":       grant.AccountID,
-		"aud":       is.cfg.Audience,
-		"exp":       now.Add(is.cfg.AccessTokenTTL).Unix(),
-		"iat":       now.Unix(),
-		"jti":       jti,
-		"client_id": grant.ClientID,
-		"scope":     strings.Join(grant.Scopes, " "),
-	}
-	token := jwt.NewWithClaims(is.key.method(), claims)
-	// RFC 9068 section 2.1: the "at+jwt" type keeps an access token from
-	// being accepted where another kind of JWT is expected.
-	token.Header["typ"] = "at+jwt"
-	token.Header["kid"] = is.key.id
-	signed, err := token.SignedString(is.key.private)
-	if err != nil {
-		return oauth.TokenResponse{}, "", fmt.Errorf("issuer: sign access token: %w", err)
-	}
-	grant.AccessTokenID = jti
-
-	response := oauth.TokenResponse{
-		AccessToken: signed,
-		TokenType:   "Bearer",
-		ExpiresIn:   int(is.cfg.AccessTokenTTL / time.Second),
-		Scope:       strings.Join(grant.Scopes, " "),
-	}
-	if !slices.Contains(grant.Scopes, ScopeOfflineAccess) {
-		return response, "", nil
-	}
-
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
-		return oauth.TokenResponse{}, "", fmt.Errorf("issuer: generate refresh token: %w", err)
-	}
-	refreshToken := base64.RawURLEncoding.EncodeToString(raw)
-	refreshID := is.hasher.RefreshTokenID(refreshToken)
-	_, err = is.refresh.Put(ctx, refreshID, events.RefreshToken{
-		GrantID:   grant.ID,
-		ClientID:  grant.ClientID,
-		AccountID: grant.AccountID,
-		Scopes:    grant.Scopes,
-		IssuedAt:  now,
-		ExpiresAt: now.Add(is.cfg.RefreshTokenTTL),
-	})
-	if err != nil {
-		return oauth.TokenResponse{}, "", err
-	}
-	grant.RefreshTokenID = refreshID
-	response.RefreshToken = refreshToken
-	return response, refreshID, nil
 }
 
 // discardRefresh deletes a refresh token that will never be handed out.

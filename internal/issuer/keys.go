@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -28,6 +29,9 @@ const (
 	AlgorithmRS256 = "RS256"
 	AlgorithmES256 = "ES256"
 )
+
+// keyTimeLayout is the time prefix of generated key ids.
+const keyTimeLayout = "20060102T150405Z"
 
 // signingKey is a private key and the id it is published under.
 type signingKey struct {
@@ -43,43 +47,97 @@ func (k signingKey) method() jwt.SigningMethod {
 	return jwt.SigningMethodRS256
 }
 
-// loadKeys reads every "*.pem" private key in dir and, when none exists for
-// algorithm, generates one and writes it there. The newest key, by the time
-// in its file name, signs; the others stay published so that tokens they
-// signed keep verifying.
-func loadKeys(dir, algorithm string, now time.Time) (active signingKey, all []signingKey, err error) {
+// keyRing is the issuer's signing keys: every key in its key directory, and
+// the active one, the newest for the configured algorithm.
+type keyRing struct {
+	dir       string
+	algorithm string
+
+	mu  sync.RWMutex
+	all []signingKey
+	cur signingKey
+}
+
+// loadKeyRing reads every "*.pem" private key in dir and, when none exists
+// for algorithm, generates one and writes it there. Keys sort by file name,
+// and generated names start with their creation time, so the newest key for
+// algorithm signs and the older ones stay published until the tokens they
+// signed have expired.
+func loadKeyRing(dir, algorithm string, now time.Time) (*keyRing, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return signingKey{}, nil, fmt.Errorf("issuer: create key directory: %w", err)
+		return nil, fmt.Errorf("issuer: create key directory: %w", err)
 	}
 
 	names, err := filepath.Glob(filepath.Join(dir, "*.pem"))
 	if err != nil {
-		return signingKey{}, nil, fmt.Errorf("issuer: list keys: %w", err)
+		return nil, fmt.Errorf("issuer: list keys: %w", err)
 	}
 	slices.Sort(names)
+	ring := &keyRing{dir: dir, algorithm: algorithm}
 	for _, name := range names {
 		key, err := readKey(name)
 		if err != nil {
-			return signingKey{}, nil, err
+			return nil, err
 		}
-		all = append(all, key)
+		ring.all = append(ring.all, key)
+		if key.algorithm == algorithm {
+			ring.cur = key
+		}
 	}
+	if ring.cur.id == "" {
+		if _, err := ring.rotate(now); err != nil {
+			return nil, err
+		}
+	}
+	return ring, nil
+}
 
-	var candidates []signingKey
-	for _, k := range all {
-		if k.algorithm == algorithm {
-			candidates = append(candidates, k)
-		}
+// active returns the key that signs new tokens.
+func (r *keyRing) active() signingKey {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.cur
+}
+
+// keys returns every loaded key, oldest first.
+func (r *keyRing) keys() []signingKey {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return slices.Clone(r.all)
+}
+
+// rotate generates a new key, writes it to the key directory and makes it
+// the active key.
+func (r *keyRing) rotate(now time.Time) (signingKey, error) {
+	key, err := generateKey(r.dir, r.algorithm, now)
+	if err != nil {
+		return signingKey{}, err
 	}
-	if len(candidates) == 0 {
-		key, err := generateKey(dir, algorithm, now)
-		if err != nil {
-			return signingKey{}, nil, err
-		}
-		all = append(all, key)
-		candidates = append(candidates, key)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.all = append(r.all, key)
+	r.cur = key
+	return key, nil
+}
+
+// retiredAt returns when key stopped signing: the creation time of the next
+// key of the ring, read from its generated name. It reports false for the
+// active key and for keys whose successor's name carries no time.
+func (r *keyRing) retiredAt(key signingKey) (time.Time, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if key.id == r.cur.id {
+		return time.Time{}, false
 	}
-	return candidates[len(candidates)-1], all, nil
+	i := slices.IndexFunc(r.all, func(k signingKey) bool { return k.id == key.id })
+	if i < 0 || i+1 >= len(r.all) {
+		return time.Time{}, false
+	}
+	created, err := time.Parse(keyTimeLayout, strings.SplitN(r.all[i+1].id, "-", 2)[0])
+	if err != nil {
+		return time.Time{}, false
+	}
+	return created, true
 }
 
 func readKey(path string) (signingKey, error) {
@@ -134,7 +192,7 @@ func generateKey(dir, algorithm string, now time.Time) (signingKey, error) {
 	}
 	// The time prefix orders keys by age; the random suffix keeps two
 	// issuers that generate at the same second apart.
-	id := now.UTC().Format("20060102T150405Z") + "-" + strings.ToLower(rand.Text()[:8])
+	id := now.UTC().Format(keyTimeLayout) + "-" + strings.ToLower(rand.Text()[:8])
 	path := filepath.Join(dir, id+".pem")
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return signingKey{}, fmt.Errorf("issuer: write key: %w", err)

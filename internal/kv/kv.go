@@ -170,3 +170,27 @@ func shortKey(key string) string {
 	}
 	return key
 }
+
+// Keys returns the keys with a value, all of them or those matching one of
+// filters (subject wildcards such as "acct_1.>").
+func (b *Bucket[T]) Keys(ctx context.Context, filters ...string) ([]string, error) {
+	var (
+		lister jetstream.KeyLister
+		err    error
+	)
+	if len(filters) == 0 {
+		lister, err = b.kv.ListKeys(ctx)
+	} else {
+		lister, err = b.kv.ListKeysFiltered(ctx, filters...)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kv: list keys of %s: %w", b.kv.Bucket(), err)
+	}
+	defer func() { _ = lister.Stop() }()
+
+	var keys []string
+	for key := range lister.Keys() {
+		keys = append(keys, key)
+	}
+	return keys, nil
+}

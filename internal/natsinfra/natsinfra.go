@@ -123,17 +123,24 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, s Settings) (jets
 	return stream, nil
 }
 
+// MaxRefreshTokenTTL is the longest refresh token lifetime the buckets are
+// sized for.
+const MaxRefreshTokenTTL = 90 * 24 * time.Hour
+
 // bucketTTL is how long a value lives after its last write; zero keeps it.
 var bucketTTL = map[string]time.Duration{
 	// Longer than any code lifetime plus the time a device may take to
 	// collect an issued token.
-	events.BucketCodes:         2 * time.Hour,
-	events.BucketUserCodes:     2 * time.Hour,
-	events.BucketSessions:      12 * time.Hour,
-	events.BucketClients:       0,
-	events.BucketAccounts:      0,
-	events.BucketGrants:        0,
-	events.BucketRefreshTokens: 0,
+	events.BucketCodes:     2 * time.Hour,
+	events.BucketUserCodes: 2 * time.Hour,
+	events.BucketSessions:  12 * time.Hour,
+	events.BucketClients:   0,
+	events.BucketAccounts:  0,
+	events.BucketGrants:    0,
+	// Longer than the longest refresh token lifetime the issuer accepts, so
+	// a rotated token is still known, and its reuse detected, until it
+	// would have expired.
+	events.BucketRefreshTokens: MaxRefreshTokenTTL + 24*time.Hour,
 	events.BucketKeys:          0,
 }
 

@@ -23,6 +23,7 @@ const (
 	CodeSlowDown             = "slow_down"
 	CodeAccessDenied         = "access_denied"
 	CodeExpiredToken         = "expired_token"
+	CodeUnsupportedTokenType = "unsupported_token_type"
 )
 
 // Error is an error a client may see. Description is safe to send; Cause is
@@ -80,7 +81,34 @@ var (
 	ErrSlowDown             = &Error{Code: CodeSlowDown, Status: http.StatusBadRequest, Description: "Polling too fast. Wait the interval plus five seconds between requests."}
 	ErrAccessDenied         = &Error{Code: CodeAccessDenied, Status: http.StatusBadRequest, Description: "The user denied the request."}
 	ErrExpiredToken         = &Error{Code: CodeExpiredToken, Status: http.StatusBadRequest, Description: "The device code has expired. Request a new one."}
+	ErrUnsupportedTokenType = &Error{Code: CodeUnsupportedTokenType, Status: http.StatusBadRequest, Description: "Revoking this type of token is not supported."}
 )
+
+// byCode lists the errors a service may return by code across NATS.
+var byCode = map[string]*Error{}
+
+func init() {
+	for _, e := range []*Error{
+		ErrInvalidRequest, ErrInvalidClient, ErrInvalidGrant, ErrUnauthorizedClient,
+		ErrUnsupportedGrantType, ErrInvalidScope, ErrServerError, ErrAuthorizationPending,
+		ErrSlowDown, ErrAccessDenied, ErrExpiredToken, ErrUnsupportedTokenType,
+	} {
+		byCode[e.Code] = e
+	}
+}
+
+// ErrorFromCode rebuilds an error another service reported by its code and
+// description. An unknown code becomes server_error.
+func ErrorFromCode(code, description string) *Error {
+	e, ok := byCode[code]
+	if !ok {
+		return ErrServerError.WithCause(fmt.Errorf("unknown error code %q from a service", code))
+	}
+	if description == "" {
+		return e
+	}
+	return e.WithDescription("%s", description)
+}
 
 // AsError returns the *Error in err's chain, or ErrServerError wrapping err
 // when there is none, so that an unexpected failure is never shown to a
