@@ -34,7 +34,9 @@ func main() {
 	dataDir := flags.String("data", "DATA_DIR", "data", "with --dev: directory for the NATS store, the hash key and the signing keys")
 	flags.Parse(os.Args[1:])
 
-	log, err := cli.Logger(*logLevel, *logPretty || *dev)
+	// Development mode logs for a person at a terminal unless told otherwise.
+	pretty := *logPretty || (*dev && !flags.IsSet("log-pretty"))
+	log, err := cli.Logger(*logLevel, pretty)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)

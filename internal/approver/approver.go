@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,8 +23,6 @@ import (
 type Config struct {
 	Storage natsinfra.Settings
 	Worker  worker.Config
-	// Now is the clock. Nil means time.Now.
-	Now func() time.Time
 }
 
 // Approver consumes decisions.
@@ -40,9 +37,6 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Approver, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("approver: %w", err)
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
 	}
 	cfg.Worker.Durable = events.ConsumerApprover
 	cfg.Worker.FilterSubject = events.Subject(events.SubjectDecision, "*")
@@ -85,8 +79,11 @@ func (a *Approver) decide(ctx context.Context, log zerolog.Logger, codes *kv.Buc
 
 		switch rec.State {
 		case events.StatePending:
-			if !a.cfg.Now().Before(rec.ExpiresAt) {
-				log.Debug().Msg("decision for an expired code")
+			// The decision counts when the person made it, not when this
+			// worker got to it: an approver that was down for a while must
+			// not turn a timely approval into expired_token.
+			if !d.DecidedAt.Before(rec.ExpiresAt) {
+				log.Info().Msg("decision made after the code expired; ignored")
 				return nil
 			}
 

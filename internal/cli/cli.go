@@ -21,12 +21,25 @@ import (
 // environment variable when it is set.
 type Flags struct {
 	*flag.FlagSet
-	errs []error
+	errs    []error
+	fromEnv map[string]bool
 }
 
 // NewFlags returns flags for the named command.
 func NewFlags(name string) *Flags {
-	return &Flags{FlagSet: flag.NewFlagSet(name, flag.ExitOnError)}
+	return &Flags{FlagSet: flag.NewFlagSet(name, flag.ExitOnError), fromEnv: map[string]bool{}}
+}
+
+// IsSet reports whether the flag was given on the command line or through
+// its environment variable.
+func (f *Flags) IsSet(name string) bool {
+	set := f.fromEnv[name]
+	f.Visit(func(fl *flag.Flag) {
+		if fl.Name == name {
+			set = true
+		}
+	})
+	return set
 }
 
 // String defines a string flag whose default is env's value when set.
@@ -40,6 +53,7 @@ func (f *Flags) String(name, env, value, usage string) *string {
 // Bool defines a boolean flag whose default is env's value when set.
 func (f *Flags) Bool(name, env string, value bool, usage string) *bool {
 	if v, ok := os.LookupEnv(env); ok {
+		f.fromEnv[name] = true
 		parsed, err := strconv.ParseBool(v)
 		if err != nil {
 			f.errs = append(f.errs, fmt.Errorf("%s=%q is not a boolean", env, v))

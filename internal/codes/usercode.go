@@ -15,8 +15,10 @@ const UserCodeAlphabet = "BCDFGHJKLMNPQRTVWX"
 
 // UserCodeLength is the number of characters in a user code. 18^8 is about
 // 1.1e10 codes: with 100,000 live codes, one random guess hits one of them
-// with a probability of about 1e-5, and the per-address and per-session
-// attempt limits keep the number of guesses small.
+// with a probability of about 1e-5.
+//
+// NOTE: that bound needs the number of guesses limited per address and per
+// session; until the edge enforces such limits, nothing caps the guesses.
 const UserCodeLength = 8
 
 // ErrInvalidUserCode is returned by NormalizeUserCode for input that cannot

@@ -16,62 +16,6 @@ import (
 	"github.com/streamco/deviceauth/internal/oauth"
 )
 
-func TestOAuthErrors(t *testing.T) {
-	t.Parallel()
-	sys := startSystem(t)
-	da := sys.authorize(devstack.DemoClientID, "profile")
-	form := "application/x-www-form-urlencoded"
-
-	cases := []struct {
-		name        string
-		method      string
-		path        string
-		contentType string
-		body        string
-		header      http.Header
-		status      int
-		code        string
-	}{
-		{"token with GET", http.MethodGet, edge.PathToken, "", "", nil, http.StatusMethodNotAllowed, oauth.CodeInvalidRequest},
-		{"authorization with PUT", http.MethodPut, edge.PathDeviceAuthorization, form, "client_id=tv-app", nil, http.StatusMethodNotAllowed, oauth.CodeInvalidRequest},
-		{"JSON body", http.MethodPost, edge.PathToken, "application/json", `{"grant_type":"x"}`, nil, http.StatusUnsupportedMediaType, oauth.CodeInvalidRequest},
-		{"missing content type", http.MethodPost, edge.PathDeviceAuthorization, "", "client_id=tv-app", nil, http.StatusUnsupportedMediaType, oauth.CodeInvalidRequest},
-		{"body over the limit", http.MethodPost, edge.PathToken, form, "grant_type=" + strings.Repeat("a", 20<<10), nil, http.StatusRequestEntityTooLarge, oauth.CodeInvalidRequest},
-		{"malformed form encoding", http.MethodPost, edge.PathToken, form, "grant_type=%zz", nil, http.StatusBadRequest, oauth.CodeInvalidRequest},
-		{"repeated parameter", http.MethodPost, edge.PathDeviceAuthorization, form, "client_id=tv-app&client_id=tv-app", nil, http.StatusBadRequest, oauth.CodeInvalidRequest},
-		{"invalid UTF-8", http.MethodPost, edge.PathDeviceAuthorization, form, "client_id=%ff%fe", nil, http.StatusBadRequest, oauth.CodeInvalidRequest},
-		{"missing grant type", http.MethodPost, edge.PathToken, form, "client_id=tv-app&device_code=" + da.DeviceCode, nil, http.StatusBadRequest, oauth.CodeInvalidRequest},
-		{"unknown grant type", http.MethodPost, edge.PathToken, form, "grant_type=password&client_id=tv-app", nil, http.StatusBadRequest, oauth.CodeUnsupportedGrantType},
-		{"missing device code", http.MethodPost, edge.PathToken, form, "grant_type=" + url.QueryEscape(oauth.GrantTypeDeviceCode) + "&client_id=tv-app", nil, http.StatusBadRequest, oauth.CodeInvalidRequest},
-		{"missing client", http.MethodPost, edge.PathDeviceAuthorization, form, "scope=profile", nil, http.StatusUnauthorized, oauth.CodeInvalidClient},
-		{"unknown client", http.MethodPost, edge.PathDeviceAuthorization, form, "client_id=nobody", nil, http.StatusUnauthorized, oauth.CodeInvalidClient},
-		{"public client with a secret", http.MethodPost, edge.PathDeviceAuthorization, form, "client_id=tv-app&client_secret=x", nil, http.StatusUnauthorized, oauth.CodeInvalidClient},
-		{"header and body client differ", http.MethodPost, edge.PathDeviceAuthorization, form, "client_id=other-app", http.Header{"Authorization": {"Basic dHYtYXBwOg=="}}, http.StatusUnauthorized, oauth.CodeInvalidClient},
-		{"scope outside the client", http.MethodPost, edge.PathDeviceAuthorization, form, "client_id=tv-app&scope=profile+admin", nil, http.StatusBadRequest, oauth.CodeInvalidScope},
-		{"scope with a quote", http.MethodPost, edge.PathDeviceAuthorization, form, "client_id=tv-app&scope=%22profile%22", nil, http.StatusBadRequest, oauth.CodeInvalidScope},
-		{"unknown OAuth path", http.MethodPost, "/oauth/authorize", form, "", nil, http.StatusNotFound, oauth.CodeInvalidRequest},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			req, err := http.NewRequestWithContext(t.Context(), tc.method, sys.URL+tc.path, strings.NewReader(tc.body))
-			if err != nil {
-				t.Fatalf("build request: %v", err)
-			}
-			if tc.contentType != "" {
-				req.Header.Set("Content-Type", tc.contentType)
-			}
-			for k, v := range tc.header {
-				req.Header[k] = v
-			}
-			resp := sys.do(req)
-			assertOAuthError(t, resp, tc.status, tc.code)
-			if tc.status == http.StatusUnauthorized && resp.Header.Get("WWW-Authenticate") == "" {
-				t.Error("401 without WWW-Authenticate")
-			}
-		})
-	}
-}
-
 // TestPublicClientBasicProbe checks the answer to golang.org/x/oauth2's
 // first attempt, HTTP Basic with an empty secret plus client_id in the body:
 // invalid_client, without counting as a poll, so the retry that follows is
@@ -216,4 +160,52 @@ func mustRequest(t *testing.T, method, target string) *http.Request {
 		t.Fatalf("build request: %v", err)
 	}
 	return req
+}
+
+// TestLateApproverHonoursTimelyApproval delivers a decision made before the
+// code expired to the approver after it expired, as happens when the
+// approver was down: the device still gets its token.
+func TestLateApproverHonoursTimelyApproval(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	da := sys.authorize(devstack.DemoClientID, "profile")
+	id := sys.codeID(da.DeviceCode)
+	rec, _, err := sys.codeBucket().Get(t.Context(), id)
+	if err != nil {
+		t.Fatalf("read code: %v", err)
+	}
+
+	sys.clock.Advance(time.Duration(da.ExpiresIn+30) * time.Second)
+	js, _ := jetstream.New(sys.conn())
+	decision, _ := events.Encode(events.Decision{CodeID: id, Approved: true, AccountID: "acct_late", Username: "late",
+		DecidedAt: rec.CreatedAt.Add(time.Minute)})
+	if _, err := js.Publish(t.Context(), events.Subject(events.SubjectDecision, id), decision); err != nil {
+		t.Fatalf("publish decision: %v", err)
+	}
+	sys.waitForState(da.DeviceCode, events.StateIssued)
+
+	if resp := sys.poll(devstack.DemoClientID, da.DeviceCode, 0); resp.StatusCode != http.StatusOK {
+		t.Errorf("poll: status %d, want the token: %s", resp.StatusCode, resp.Body)
+	}
+
+	// A decision made after expiry is ignored.
+	late := sys.authorize(devstack.DemoClientID, "profile")
+	lateID := sys.codeID(late.DeviceCode)
+	lateRec, _, _ := sys.codeBucket().Get(t.Context(), lateID)
+	decision, _ = events.Encode(events.Decision{CodeID: lateID, Approved: true, AccountID: "acct_late", Username: "late",
+		DecidedAt: lateRec.ExpiresAt.Add(time.Second)})
+	if _, err := js.Publish(t.Context(), events.Subject(events.SubjectDecision, lateID), decision); err != nil {
+		t.Fatalf("publish decision: %v", err)
+	}
+	waitFor(t, 5*time.Second, "the approver to consume the late decision", func() bool {
+		info, err := js.Consumer(t.Context(), events.StreamDevice, events.ConsumerApprover)
+		if err != nil {
+			return false
+		}
+		ci, err := info.Info(t.Context())
+		return err == nil && ci.NumPending == 0 && ci.NumAckPending == 0
+	})
+	if rec, _, _ := sys.codeBucket().Get(t.Context(), lateID); rec.State != events.StatePending {
+		t.Errorf("decision made after expiry moved the code to %s", rec.State)
+	}
 }

@@ -45,6 +45,8 @@ type system struct {
 	URL    string
 	// dataDir holds the stack's store and keys.
 	dataDir string
+	// errorLogs counts log lines at error level or above.
+	errorLogs *atomic.Int32
 }
 
 // Clients seeded for the tests besides the demo client.
@@ -71,13 +73,18 @@ func startSystem(t testing.TB, opts ...systemOption) *system {
 			Now:          c.Now,
 		},
 	}
-	cfg.Approver.Now = c.Now
 	cfg.Issuer.Now = c.Now
 	for _, opt := range opts {
 		opt(&cfg)
 	}
 
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	errorLogs := new(atomic.Int32)
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).
+		Hook(zerolog.HookFunc(func(_ *zerolog.Event, level zerolog.Level, _ string) {
+			if level >= zerolog.ErrorLevel {
+				errorLogs.Add(1)
+			}
+		}))
 	stack, err := devstack.Start(t.Context(), cfg, log)
 	if err != nil {
 		t.Fatalf("start system: %v", err)
@@ -85,7 +92,7 @@ func startSystem(t testing.TB, opts ...systemOption) *system {
 	server.Config.Handler = stack.Edge.Handler()
 	server.Start()
 
-	s := &system{t: t, stack: stack, server: server, clock: c, URL: publicURL, dataDir: cfg.DataDir}
+	s := &system{t: t, stack: stack, server: server, clock: c, URL: publicURL, dataDir: cfg.DataDir, errorLogs: errorLogs}
 	t.Cleanup(func() {
 		server.CloseClientConnections()
 		stack.Edge.Close()

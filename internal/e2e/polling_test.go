@@ -392,6 +392,11 @@ func TestHeldPollReadsNoStorage(t *testing.T) {
 	done := make(chan response, 1)
 	go func() { done <- sys.poll(devstack.DemoClientID, da.DeviceCode, 20*time.Second) }()
 	sys.waitForPoll(da.DeviceCode)
+	// The server queues the read requests seen so far to this connection
+	// before it answers the flush, so the count below is complete.
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
 	if reads.Load() == 0 {
 		t.Fatal("no KV read seen for the poll itself; the counter is not working")
 	}

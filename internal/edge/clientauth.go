@@ -49,7 +49,7 @@ func (e *Edge) authenticateClient(r *http.Request, form url.Values) (events.Clie
 
 	client, ok := e.clients.Lookup(id)
 	if !ok {
-		return events.Client{}, oauth.ErrInvalidClient.WithDescription("Unknown client.")
+		return events.Client{}, oauth.ErrInvalidClient.WithDescription("Unknown client %q.", id)
 	}
 
 	if client.Public {

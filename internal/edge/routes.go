@@ -41,8 +41,8 @@ func (e *Edge) Handler() http.Handler {
 		r.With(e.cors).Options(PathToken, func(http.ResponseWriter, *http.Request) {})
 		r.Post(PathRevocation, e.oauthHandler(e.revoke))
 		r.Post(PathIntrospection, e.oauthHandler(e.introspect))
-		r.Get(PathMetadata, e.metadata)
-		r.Get(PathJWKS, e.jwks)
+		r.With(middleware.GetHead).Get(PathMetadata, e.metadata)
+		r.With(middleware.GetHead).Get(PathJWKS, e.jwks)
 	})
 
 	r.Get(PathDevice, e.pageHandler(e.enterCodePage))

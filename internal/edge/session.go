@@ -80,9 +80,11 @@ func (e *Edge) csrfToken(w http.ResponseWriter, r *http.Request) string {
 }
 
 // validCSRF checks a form post: the token must match the cookie, and an
-// Origin header, when the browser sends one, must be our own.
+// Origin header, when the browser sends one, must be our own. "null", sent
+// from sandboxed frames and some redirects, is rejected too: our forms post
+// to their own origin.
 func (e *Edge) validCSRF(r *http.Request) bool {
-	if origin := r.Header.Get("Origin"); origin != "" && origin != "null" && origin != e.ownOrigin() {
+	if origin := r.Header.Get("Origin"); origin != "" && origin != e.ownOrigin() {
 		return false
 	}
 	cookie, err := r.Cookie(csrfCookie)

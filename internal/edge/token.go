@@ -65,11 +65,12 @@ func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	hold := e.requestedHold(r)
-	if hold > 0 {
+	response, held, err := e.pollDeviceCode(r.Context(), zerolog.Ctx(r.Context()), client.ID, deviceCode, hold)
+	if held {
+		// RFC 7240 section 3: say which preference was honoured, and only
+		// when it was.
 		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(hold/time.Second)))
 	}
-
-	response, err := e.pollDeviceCode(r.Context(), zerolog.Ctx(r.Context()), client.ID, deviceCode, hold)
 	if err != nil {
 		return err
 	}
@@ -87,13 +88,13 @@ func writeTokenResponse(w http.ResponseWriter, response []byte) {
 }
 
 // pollDeviceCode decides one poll. It returns the token response to send,
-// or the OAuth error that answers the poll.
+// or the OAuth error that answers the poll, and whether the poll was held.
 //
 // A held poll subscribes to the code's change subject before it reads the
 // record, so a change stored between the read and the wait still wakes it,
 // and then waits without reading storage: each change arrives as the new
 // record itself.
-func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID, deviceCode string, hold time.Duration) ([]byte, error) {
+func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID, deviceCode string, hold time.Duration) ([]byte, bool, error) {
 	codeID := e.hasher.CodeID(deviceCode)
 	l := log.With().Str("client_id", clientID).Str("code_id", codeID[:12]).Logger()
 	log = &l
@@ -103,15 +104,15 @@ func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID
 		changes = make(chan *nats.Msg, 8)
 		sub, err := e.nc.ChanSubscribe(events.CodeChangedSubject(codeID), changes)
 		if err != nil {
-			return nil, oauth.ErrServerError.WithCause(fmt.Errorf("subscribe to code changes: %w", err))
+			return nil, false, oauth.ErrServerError.WithCause(fmt.Errorf("subscribe to code changes: %w", err))
 		}
 		defer func() { _ = sub.Unsubscribe() }()
 	}
 
 	now := e.cfg.Now()
-	rec, pending, err := e.decidePoll(ctx, log, codeID, clientID, deviceCode, now, true)
+	response, pending, err := e.decidePoll(ctx, log, codeID, clientID, deviceCode, now, true)
 	if !pending || hold <= 0 {
-		return rec, err
+		return response, false, err
 	}
 
 	deadline := now.Add(hold)
@@ -126,16 +127,16 @@ func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID
 			}
 		case <-timer.C:
 		case <-e.closing:
-			return nil, oauth.ErrAuthorizationPending
+			return nil, true, oauth.ErrAuthorizationPending
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, true, ctx.Err()
 		}
 
 		// The code changed state or the hold ended: answer as a plain poll
 		// would, without counting it as another poll.
 		response, pending, err := e.decidePoll(ctx, log, codeID, clientID, deviceCode, e.cfg.Now(), false)
 		if !pending || !e.cfg.Now().Before(deadline) {
-			return response, err
+			return response, true, err
 		}
 	}
 }
@@ -249,7 +250,7 @@ func (e *Edge) redeem(ctx context.Context, log *zerolog.Logger, codeID, deviceCo
 	if err != nil {
 		return nil, oauth.ErrServerError.WithCause(err)
 	}
-	log.Info().Str("grant_id", rec.GrantID).Dur("since_approval", now.Sub(rec.DecidedAt)).Msg("token delivered")
+	log.Info().Str("grant_id", rec.GrantID).Dur("since_approval_ms", now.Sub(rec.DecidedAt)).Msg("token delivered")
 	return response, nil
 }
 

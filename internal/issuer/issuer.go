@@ -250,7 +250,7 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 
 		log.Info().Str("client_id", rec.ClientID).Str("account_id", rec.AccountID).
 			Str("grant_id", grant.ID).Str("jti", grant.AccessTokenID).
-			Dur("since_approval", now.Sub(rec.DecidedAt)).Msg("token issued")
+			Dur("since_approval_ms", now.Sub(rec.DecidedAt)).Msg("token issued")
 		return nil
 	}
 }

@@ -61,6 +61,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 // Connect opens a connection that reconnects forever, logging each change
 // of connection state.
 func Connect(url, name string, log zerolog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+	log = log.With().Str("connection", name).Logger()
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
