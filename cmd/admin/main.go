@@ -1,4 +1,4 @@
-// Command admin manages clients and accounts and asks the issuers to rotate
+// Command admin manages clients and accounts and requests the issuers to rotate
 // their signing keys. It talks to NATS directly; edges see client changes
 // within a second, without a restart.
 //
@@ -135,7 +135,7 @@ func rotateKeys(nc *nats.Conn, out io.Writer) error {
 		return err
 	}
 
-	// Every issuer answers; collect answers until none arrives for a while.
+	// Every issuer replies. Collect replies until none arrives for 2 seconds.
 	answered := 0
 	for {
 		msg, err := sub.NextMsg(2 * time.Second)
@@ -157,7 +157,7 @@ func rotateKeys(nc *nats.Conn, out io.Writer) error {
 		fmt.Fprintf(out, "an issuer now signs with key %s\n", reply.KeyID)
 	}
 	if answered == 0 {
-		return errors.New("no issuer answered; is one running on this NATS server?")
+		return errors.New("no issuer replied within 2 seconds; check that an issuer is running on this NATS server")
 	}
 	return nil
 }

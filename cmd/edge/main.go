@@ -34,7 +34,7 @@ func main() {
 	dataDir := flags.String("data", "DATA_DIR", "data", "with --dev: directory for the NATS store, the hash key and the signing keys")
 	flags.Parse(os.Args[1:])
 
-	// Development mode logs for a person at a terminal unless told otherwise.
+	// Development mode writes human-readable logs unless --log-pretty or LOG_PRETTY is set.
 	pretty := *logPretty || (*dev && !flags.IsSet("log-pretty"))
 	log, err := cli.Logger(*logLevel, pretty)
 	if err != nil {

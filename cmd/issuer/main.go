@@ -23,6 +23,7 @@ func main() {
 	hashKeyFile := flags.String("hash-key-file", "HASH_KEY_FILE", "", "file with the hex hash key shared with the edges")
 	accessTTL := flags.Duration("access-token-ttl", "ACCESS_TOKEN_TTL", 0, "lifetime of access tokens (default 1h)")
 	refreshTTL := flags.Duration("refresh-token-ttl", "REFRESH_TOKEN_TTL", 0, "lifetime of refresh tokens (default 720h)")
+	rotateEvery := flags.Duration("rotate-every", "KEY_ROTATE_EVERY", 0, "start a new signing key at this period, for example 720h (default: only on request)")
 	logLevel := flags.String("log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	logPretty := flags.Bool("log-pretty", "LOG_PRETTY", false, "human-readable logs instead of JSON")
 	flags.Parse(os.Args[1:])
@@ -58,6 +59,7 @@ func main() {
 		HashKey:         hashKey,
 		AccessTokenTTL:  *accessTTL,
 		RefreshTokenTTL: *refreshTTL,
+		RotateEvery:     *rotateEvery,
 	}, log)
 	if err != nil {
 		cli.Fatal(log, err, "invalid configuration")

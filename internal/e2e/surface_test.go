@@ -388,3 +388,29 @@ func TestCORS(t *testing.T) {
 	other := sys.postForm(edge.PathDeviceAuthorization, url.Values{"client_id": {devstack.DemoClientID}}, http.Header{"Origin": {"https://tv.example"}})
 	assertOAuthError(t, other, http.StatusForbidden, oauth.CodeUnauthorizedClient)
 }
+
+func TestES256SignedTokens(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t, func(cfg *devstack.Config) { cfg.Issuer.Algorithm = "ES256" })
+	secret := sys.createClient(events.Client{ID: "streaming-api", Name: "Streaming API", Grants: []string{oauth.GrantTypeRefreshToken}})
+	waitFor(t, 2*time.Second, "edge to see the resource server client", func() bool {
+		return sys.introspect("streaming-api", secret, "x").StatusCode == http.StatusOK
+	})
+
+	access := sys.issueTokens("profile")["access_token"].(string)
+	header, _ := base64.RawURLEncoding.DecodeString(strings.Split(access, ".")[0])
+	if !strings.Contains(string(header), `"alg":"ES256"`) {
+		t.Errorf("token header %s, want ES256", header)
+	}
+	if got := sys.introspect("streaming-api", secret, access).json(t); got["active"] != true {
+		t.Errorf("ES256 token inactive: %v", got)
+	}
+
+	keys, _ := sys.do(mustRequest(t, http.MethodGet, sys.URL+edge.PathJWKS)).json(t)["keys"].([]any)
+	if len(keys) != 1 {
+		t.Fatalf("JWKS has %d keys, want 1", len(keys))
+	}
+	if key := keys[0].(map[string]any); key["kty"] != "EC" || key["crv"] != "P-256" || key["alg"] != "ES256" {
+		t.Errorf("JWKS key %v, want an EC P-256 key for ES256", key)
+	}
+}

@@ -16,7 +16,7 @@ import (
 // client that also sends an Authorization header is rejected with
 // invalid_client: golang.org/x/oauth2, by default, first tries HTTP Basic
 // with an empty secret and, on any error, repeats the request with the
-// credentials in the body. Answering the first attempt as a poll would make
+// credentials in the body. Treating the first attempt as a poll would make
 // the repeat look like a poll that came too soon, and slow_down would
 // lengthen that device's interval on every poll. Rejecting it before any
 // storage is read costs one cheap round trip. A header without client_id in

@@ -9,13 +9,13 @@ import (
 	"github.com/streamco/deviceauth/internal/oauth"
 )
 
-// corsMaxAge is how long, in seconds, a browser may cache a preflight.
+// corsMaxAge is the time in seconds a browser may cache a preflight.
 const corsMaxAge = "600"
 
 // cors lets HTML5 TV apps call the device authorization and token endpoints
 // from the origins their clients list. A preflight carries no client_id, so
-// it is allowed for any origin some client lists; the request itself is then
-// checked against its own client by checkOrigin.
+// it is allowed for any origin some client lists. checkOrigin then checks the
+// request itself against its own client.
 func (e *Edge) cors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")

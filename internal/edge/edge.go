@@ -2,7 +2,7 @@
 // calls, the metadata and keys a resource server reads, and the pages a
 // person uses on a phone. It keeps no state a grant depends on: codes,
 // sessions and tokens live in JetStream KV, and decisions travel as events,
-// so any edge can answer any request.
+// so any edge can serve any request.
 package edge
 
 import (
@@ -138,7 +138,7 @@ type Edge struct {
 	revoker   *grants.Revoker
 	verifier  *accesstoken.Verifier
 
-	// closing is closed when the edge begins to stop, which answers every
+	// closing is closed when the edge begins to stop, which ends every
 	// held poll at once.
 	closing chan struct{}
 }
@@ -217,7 +217,7 @@ func (e *Edge) Start(ctx context.Context) error {
 	})
 }
 
-// Close answers every held poll with authorization_pending, so devices poll
+// Close ends every held poll with authorization_pending, so devices poll
 // again elsewhere. It is safe to call more than once.
 func (e *Edge) Close() {
 	select {

@@ -25,8 +25,8 @@ type introspectionResponse struct {
 	JTI       string `json:"jti,omitempty"`
 }
 
-// introspect answers token introspection (RFC 7662). Only confidential
-// clients, such as resource servers, may introspect, because the answer
+// introspect handles token introspection (RFC 7662). Only confidential
+// clients, such as resource servers, may introspect, because the response
 // tells who a token belongs to (RFC 7662 section 2.1).
 func (e *Edge) introspect(w http.ResponseWriter, r *http.Request) error {
 	form, err := parseForm(w, r)

@@ -20,9 +20,9 @@ const issuerTimeout = 10 * time.Second
 // maxTokenBytes bounds a token presented to the edge; ours are far shorter.
 const maxTokenBytes = 4096
 
-// refreshToken answers the refresh token grant (RFC 6749 section 6). Only an
+// refreshToken handles the refresh token grant (RFC 6749 section 6). Only an
 // issuer can sign, so the edge forwards the request, identified by the
-// keyed hash of the token, to one of them and relays the answer.
+// keyed hash of the token, to one of them and relays the reply.
 func (e *Edge) refreshToken(w http.ResponseWriter, r *http.Request, form url.Values, client events.Client) error {
 	token := form.Get("refresh_token")
 	if token == "" {

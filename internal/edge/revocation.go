@@ -12,7 +12,7 @@ import (
 	"github.com/streamco/deviceauth/internal/oauth"
 )
 
-// revoke answers token revocation (RFC 7009). Revoking a refresh token
+// revoke handles token revocation (RFC 7009). Revoking a refresh token
 // revokes its whole grant, so the device's refresh tokens stop working on
 // every edge at once. Access tokens are self-contained JWTs that resource
 // servers verify offline; they cannot be recalled and are answered with

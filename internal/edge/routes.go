@@ -32,7 +32,7 @@ func (e *Edge) Handler() http.Handler {
 	r.Use(middleware.Recoverer)
 	r.Use(e.accessLog)
 
-	// OAuth endpoints answer only in JSON, even for unknown methods.
+	// OAuth endpoints respond only in JSON, even to unknown methods.
 	r.Group(func(r chi.Router) {
 		r.MethodNotAllowed(e.oauthMethodNotAllowed)
 		r.With(e.cors).Post(PathDeviceAuthorization, e.oauthHandler(e.deviceAuthorization))

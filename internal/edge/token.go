@@ -22,12 +22,12 @@ import (
 // client with a bad clock is slowed but never locked out.
 const maxInterval = 60
 
-// approvedGrace is how long after its expiry an approved code still waits
-// for the issuer rather than answering expired_token: the person approved in
-// time, so the device should get its token.
+// approvedGrace is the time after its expiry that an approved code still
+// waits for the issuer instead of returning expired_token. The person
+// approved in time, so the device should get its token.
 const approvedGrace = 2 * time.Minute
 
-// token answers token requests (RFC 6749 section 3.2) for the device code
+// token handles token requests (RFC 6749 section 3.2) for the device code
 // grant (RFC 8628 section 3.4) and the refresh token grant (RFC 6749
 // section 6).
 func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
@@ -67,8 +67,8 @@ func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
 	hold := e.requestedHold(r)
 	response, held, err := e.pollDeviceCode(r.Context(), zerolog.Ctx(r.Context()), client.ID, deviceCode, hold)
 	if held {
-		// RFC 7240 section 3: say which preference was honoured, and only
-		// when it was.
+		// RFC 7240 section 3: name the preference that was honoured, and
+		// only when it was.
 		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(hold/time.Second)))
 	}
 	if err != nil {
@@ -88,7 +88,7 @@ func writeTokenResponse(w http.ResponseWriter, response []byte) {
 }
 
 // pollDeviceCode decides one poll. It returns the token response to send,
-// or the OAuth error that answers the poll, and whether the poll was held.
+// or the OAuth error to respond with, and whether the poll was held.
 //
 // A held poll subscribes to the code's change subject before it reads the
 // record, so a change stored between the read and the wait still wakes it,
@@ -153,7 +153,7 @@ func stillWaiting(state events.CodeState) bool {
 // reports whether the answer is authorization_pending, which a held poll
 // turns into a wait.
 //
-// Every write is a compare-and-set on the revision read; a lost race re-reads
+// Every write is a compare-and-set on the revision read. A lost race re-reads
 // and decides again, so two racing polls can never both redeem a code.
 func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clientID, deviceCode string, now time.Time, counted bool) (response []byte, pending bool, err error) {
 	for {
@@ -233,7 +233,7 @@ func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clie
 
 // redeem marks an issued code redeemed and returns its token response. The
 // mark is stored before the token is opened or sent, so when two polls race
-// only the one whose compare-and-set wins ever sees the token. It returns
+// only the one whose compare-and-set wins ever reads the token. It returns
 // kv.ErrConflict when it lost that race.
 func (e *Edge) redeem(ctx context.Context, log *zerolog.Logger, codeID, deviceCode string, rec events.CodeRecord, rev uint64, now time.Time) ([]byte, error) {
 	sealed := rec.SealedToken

@@ -24,7 +24,7 @@ import (
 	"github.com/streamco/deviceauth/internal/worker"
 )
 
-// ScopeOfflineAccess is the scope that asks for a refresh token.
+// ScopeOfflineAccess is the scope that requests a refresh token.
 const ScopeOfflineAccess = "offline_access"
 
 // Config configures the issuer.
@@ -181,7 +181,7 @@ func (is *Issuer) Run(ctx context.Context) error {
 }
 
 // issue mints the tokens for an approved code. Minting happens before the
-// compare-and-set that moves the code to issued; when another issuer wins
+// compare-and-set that moves the code to issued. When another issuer wins
 // that race, what this one minted is discarded and never leaves, so exactly
 // one token response exists per code.
 func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) error {

@@ -20,7 +20,7 @@ import (
 // requestTimeout bounds the work on one refresh or rotation request.
 const requestTimeout = 10 * time.Second
 
-// serveRequests subscribes to the request subjects the issuer answers and
+// serveRequests subscribes to the request subjects the issuer serves and
 // returns a function that unsubscribes.
 func (is *Issuer) serveRequests(ctx context.Context) (func(), error) {
 	refreshSub, err := is.nc.QueueSubscribe(events.SubjectRefresh, events.QueueIssuers, func(msg *nats.Msg) {
@@ -70,8 +70,8 @@ func (is *Issuer) reply(msg *nats.Msg, v any) {
 // handleRefresh exchanges a refresh token for a new access token and a new
 // refresh token (RFC 6749 section 6). Every refresh token works once: the
 // old one is marked rotated by compare-and-set before the new tokens are
-// minted, and a rotated token presented again revokes the whole grant,
-// because one of its two holders is not the client it was issued to.
+// minted. A rotated token presented again revokes the whole grant, because
+// one of its two holders is not the client it was issued to.
 func (is *Issuer) handleRefresh(ctx context.Context, data []byte) events.RefreshReply {
 	var req events.RefreshRequest
 	if err := events.Decode(data, &req); err != nil {
