@@ -104,12 +104,13 @@ func Subject(prefix, codeID string) string {
 	return prefix + "." + codeID
 }
 
-// CodeChangedSubject returns the subject on which JetStream publishes every
-// write to the code's record in BucketCodes. A KV put is an ordinary publish
-// to "$KV.<bucket>.<key>", so a core NATS subscription to this subject sees
-// each new revision as it is stored, without reading the bucket. That is how
-// a held poll waits: the notification and the write are the same message, so
-// no writer can store a change and then fail before announcing it.
+// CodeChangedSubject returns the subject of every write to the code's record
+// in BucketCodes. A KV put is an ordinary publish to "$KV.<bucket>.<key>",
+// so a core NATS subscription to this subject receives each new record
+// without reading the bucket. That is how a held poll waits. Two caveats
+// apply: the message can arrive before the stream has stored the write, and
+// writes the stream rejects (a lost compare-and-set) are delivered too, so a
+// subscriber must treat the message as a hint and read the bucket.
 func CodeChangedSubject(codeID string) string {
 	return "$KV." + BucketCodes + "." + codeID
 }

@@ -119,12 +119,14 @@ func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID
 	timer := time.NewTimer(hold)
 	defer timer.Stop()
 	for {
+		changed := false
 		select {
 		case msg := <-changes:
-			var changed events.CodeRecord
-			if events.Decode(msg.Data, &changed) == nil && stillWaiting(changed.State) {
+			var rec events.CodeRecord
+			if events.Decode(msg.Data, &rec) == nil && stillWaiting(rec.State) {
 				continue
 			}
+			changed = true
 		case <-timer.C:
 		case <-e.closing:
 			return nil, true, oauth.ErrAuthorizationPending
@@ -132,13 +134,40 @@ func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID
 			return nil, true, ctx.Err()
 		}
 
-		// The code changed state or the hold ended: answer as a plain poll
+		// The code changed state or the hold ended: respond as a plain poll
 		// would, without counting it as another poll.
 		response, pending, err := e.decidePoll(ctx, log, codeID, clientID, deviceCode, e.cfg.Now(), false)
+
+		// A subscriber can receive a write before the stream has stored it,
+		// and also receives writes the stream rejected, so a read right
+		// after the message may still find the old state. Read again a few
+		// times before deciding the message announced a rejected write.
+		for _, delay := range storeLagRetries {
+			if !changed || !pending {
+				break
+			}
+			select {
+			case <-time.After(delay):
+			case <-e.closing:
+				return nil, true, oauth.ErrAuthorizationPending
+			case <-ctx.Done():
+				return nil, true, ctx.Err()
+			}
+			response, pending, err = e.decidePoll(ctx, log, codeID, clientID, deviceCode, e.cfg.Now(), false)
+		}
+
 		if !pending || !e.cfg.Now().Before(deadline) {
 			return response, true, err
 		}
 	}
+}
+
+// storeLagRetries are the pauses between the reads a held poll makes when a
+// change message announced a state the bucket does not show yet: 127 ms in
+// all, far longer than a store takes on a healthy server.
+var storeLagRetries = []time.Duration{
+	1 * time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond, 8 * time.Millisecond,
+	16 * time.Millisecond, 32 * time.Millisecond, 64 * time.Millisecond,
 }
 
 // stillWaiting reports whether a held poll keeps waiting when the code is in

@@ -67,7 +67,12 @@ func Connect(url, name string, log zerolog.Logger, extra ...nats.Option) (*nats.
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn().Err(err).Msg("nats disconnected")
+			// A nil error is a disconnect this process asked for.
+			if err == nil {
+				log.Debug().Msg("nats connection closed")
+				return
+			}
+			log.Warn().Err(err).Msg("nats disconnected; reconnecting")
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info().Str("server", c.ConnectedUrlRedacted()).Msg("nats reconnected")
