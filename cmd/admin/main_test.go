@@ -93,6 +93,9 @@ func TestClientsLifecycle(t *testing.T) {
 	if _, err := run(t, bucket, "create", "--id", "bad", "--name", "Bad", "--grants", "password"); err == nil {
 		t.Error("creating a client with an unknown grant succeeded")
 	}
+	if _, err := run(t, bucket, "create", "--id", "bad", "--name", "Bad", "--scopes", "offline_access"); err == nil {
+		t.Error("creating a client with offline_access but no refresh grant succeeded")
+	}
 	if _, err := run(t, bucket, "delete", "console"); err != nil {
 		t.Fatalf("delete: %v", err)
 	}

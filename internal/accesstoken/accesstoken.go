@@ -26,7 +26,7 @@ import (
 )
 
 // ErrInvalid is returned for any token that does not verify. The wrapped
-// cause says why, for the log.
+// cause is the reason, for the log.
 var ErrInvalid = errors.New("accesstoken: invalid token")
 
 // maxTokenBytes rejects absurd input before any parsing.

@@ -56,6 +56,11 @@ func ValidateClient(c events.Client) error {
 	if c.IntervalSeconds < 0 || c.IntervalSeconds > 60 {
 		errs = append(errs, fmt.Errorf("poll interval %ds must be between 1 and 60 seconds", c.IntervalSeconds))
 	}
+	// The issuer returns a refresh token for offline_access, so a client
+	// that may ask for it must be able to use it.
+	if slices.Contains(c.Scopes, "offline_access") && !slices.Contains(c.Grants, oauth.GrantTypeRefreshToken) {
+		errs = append(errs, errors.New("scope offline_access needs the refresh_token grant"))
+	}
 	if !c.Public && c.SecretHash == "" {
 		errs = append(errs, errors.New("a confidential client needs a secret"))
 	}
