@@ -157,6 +157,9 @@ func (is *Issuer) refreshGrant(ctx context.Context, log zerolog.Logger, req even
 		return events.RefreshReply{}, err
 	}
 
+	// NOTE: from here on the old token is spent. If minting fails or the
+	// reply is lost, the client's retry with the old token counts as a
+	// replay and revokes the grant, so the device must sign in again.
 	response, newRefreshID, err := is.mint(ctx, &grant, scopes, now)
 	if err != nil {
 		return events.RefreshReply{}, err
