@@ -184,4 +184,3 @@ func TestBrowserExpiredCode(t *testing.T) {
 		t.Errorf("the TV got %v, want expired_token", got.err)
 	}
 }
-

@@ -21,6 +21,8 @@ const (
 	PathDevice              = "/device"
 	PathSignIn              = "/device/signin"
 	PathConsent             = "/device/consent"
+	PathQRPNG               = "/device/qr.png"
+	PathQRSVG               = "/device/qr.svg"
 	PathHealth              = "/healthz"
 )
 
@@ -44,6 +46,8 @@ func (e *Edge) Handler() http.Handler {
 	r.Get(PathConsent, e.pageHandler(e.consentPage))
 	r.Post(PathConsent, e.pageHandler(e.submitDecision))
 	r.Post(PathSignIn, e.pageHandler(e.signIn))
+	r.Get(PathQRPNG, e.qrPNG)
+	r.Get(PathQRSVG, e.qrSVG)
 	r.Get("/static/*", e.static)
 	r.Get(PathHealth, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

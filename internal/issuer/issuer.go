@@ -252,7 +252,7 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 			DeviceKind: rec.DeviceKind,
 		}
 
-		response, refreshID, err := is.mint(ctx, &grant, now)
+		response, refreshID, err := is.mint(ctx, &grant, rec.Username, now)
 		if err != nil {
 			return err
 		}
@@ -292,8 +292,9 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 
 // mint signs the access token and creates the refresh token for grant, and
 // records their ids in it. It returns the storage id of the refresh token,
-// empty when none was made.
-func (is *Issuer) mint(ctx context.Context, grant *events.Grant, now time.Time) (oauth.TokenResponse, string, error) {
+// empty when none was made. A non-empty username becomes the
+// "preferred_username" claim, so a device can show who it is signed in as.
+func (is *Issuer) mint(ctx context.Context, grant *events.Grant, username string, now time.Time) (oauth.TokenResponse, string, error) {
 	jti := rand.Text()
 	claims := jwt.MapClaims{
 		"iss":       is.cfg.Issuer,
@@ -304,6 +305,11 @@ func (is *Issuer) mint(ctx context.Context, grant *events.Grant, now time.Time) 
 		"jti":       jti,
 		"client_id": grant.ClientID,
 		"scope":     strings.Join(grant.Scopes, " "),
+	}
+	if username != "" {
+		// The claim of OpenID Connect Core section 5.1, which RFC 9068
+		// section 2.2.3.1 allows in access tokens.
+		claims["preferred_username"] = username
 	}
 	token := jwt.NewWithClaims(is.key.method(), claims)
 	// RFC 9068 section 2.1: the "at+jwt" type keeps an access token from
