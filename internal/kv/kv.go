@@ -112,6 +112,30 @@ func (b *Bucket[T]) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+// Keys returns the keys that match filter, a subject-style pattern such as
+// "account.>", each once and in no particular order.
+func (b *Bucket[T]) Keys(ctx context.Context, filter string) ([]string, error) {
+	lister, err := b.kv.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, fmt.Errorf("kv: list keys of %s: %w", b.kv.Bucket(), err)
+	}
+
+	seen := make(map[string]bool)
+	var keys []string
+	for key := range lister.Keys() {
+		// The lister can report a key twice while the bucket changes.
+		if !seen[key] {
+			seen[key] = true
+			keys = append(keys, key)
+		}
+	}
+	// The lister ends its channel early, without an error, when ctx ends.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("kv: list keys of %s: %w", b.kv.Bucket(), err)
+	}
+	return keys, nil
+}
+
 // Watch calls fn with every value in the bucket and then with every change,
 // until ctx ends. A deleted key is passed with deleted set. It returns once
 // the initial values have been passed, so callers can serve from what fn

@@ -135,7 +135,14 @@ var bucketTTL = map[string]time.Duration{
 	events.BucketGrants:        0,
 	events.BucketRefreshTokens: 0,
 	events.BucketKeys:          0,
+	// At least the longest rate limit window: a counter is written in
+	// its window only, so it is gone an hour after its last failure.
+	events.BucketRateLimits: RateLimitTTL,
 }
+
+// RateLimitTTL is how long a rate limit counter lives after its last write,
+// and so the longest window a limit may have.
+const RateLimitTTL = time.Hour
 
 // EnsureBucket creates or updates one of the buckets named in package events.
 func EnsureBucket(ctx context.Context, js jetstream.JetStream, name string, s Settings) (jetstream.KeyValue, error) {
