@@ -10,7 +10,9 @@ import (
 	"github.com/chromedp/chromedp"
 	"golang.org/x/oauth2"
 
+	"github.com/streamco/deviceauth/events"
 	"github.com/streamco/deviceauth/internal/devstack"
+	"github.com/streamco/deviceauth/internal/kv"
 )
 
 // tvResult is what the TV side ends with.
@@ -76,7 +78,7 @@ func (tb *tab) openAndConfirm(da *oauth2.DeviceAuthResponse) {
 	tb.t.Helper()
 	tb.must("open the QR link", chromedp.Navigate(da.VerificationURIComplete))
 	tb.waitForPage("Is this your code?")
-	if got := tb.text(".code"); got != da.UserCode {
+	if got := tb.text(`.code [aria-hidden="true"]`); got != da.UserCode {
 		tb.t.Errorf("confirmation page shows code %q, want the TV's %q", got, da.UserCode)
 	}
 	tb.must("confirm the code", chromedp.Click(chromedp.Search(`//button[normalize-space()="Yes, it matches"]`)))
@@ -114,6 +116,26 @@ func TestBrowserApproveFromQRLink(t *testing.T) {
 	}
 	if got.token.AccessToken == "" || got.token.RefreshToken == "" {
 		t.Errorf("the TV got an access token %t and a refresh token %t, want both", got.token.AccessToken != "", got.token.RefreshToken != "")
+	}
+
+	// The person removes the TV again from the devices page.
+	browser.must("open the devices page", chromedp.Click(chromedp.Search(`//a[normalize-space()="See your connected devices"]`)))
+	browser.waitForPage("Your devices")
+	if devices := browser.text("main"); !strings.Contains(devices, "StreamCo TV") {
+		t.Errorf("the devices page does not list the TV:\n%s", devices)
+	}
+	browser.must("remove the TV", chromedp.Click(chromedp.Search(`//button[normalize-space()="Remove StreamCo TV"]`)))
+	browser.must("wait for the removal notice", chromedp.WaitVisible(chromedp.CSS(`[role="status"]`)))
+	if notice := browser.text(`[role="status"]`); !strings.Contains(notice, "StreamCo TV was removed") {
+		t.Errorf("after removal the page says %q, want that the TV was removed", notice)
+	}
+	_, grant := sys.onlyGrant()
+	if grant.RevokedAt.IsZero() {
+		t.Error("the grant is not marked revoked after removal in the browser")
+	}
+	refresh := bucketOf[events.RefreshToken](sys, events.BucketRefreshTokens)
+	if _, _, err := refresh.Get(t.Context(), grant.RefreshTokenID); !errors.Is(err, kv.ErrNotFound) {
+		t.Errorf("the refresh token record is still stored after removal (error %v)", err)
 	}
 }
 
@@ -174,9 +196,9 @@ func TestBrowserExpiredCode(t *testing.T) {
 
 	sys.clock.Advance(11 * time.Minute)
 	browser.openAndConfirm(da)
-	browser.waitForPage("Connect a device")
-	if alert := browser.text(`[role="alert"]`); !strings.Contains(alert, "expired") {
-		t.Errorf("the alert says %q, want that the code expired", alert)
+	browser.waitForPage("Code expired")
+	if status := browser.text(`[role="status"]`); !strings.Contains(status, "Start again on your TV") {
+		t.Errorf("the page says %q, want that the person starts again on the TV", status)
 	}
 
 	got := waitForTV(t, tv, 10*time.Second)

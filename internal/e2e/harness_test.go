@@ -45,6 +45,8 @@ type system struct {
 	URL    string
 	// dataDir holds the stack's store and keys.
 	dataDir string
+	// limits are the edge's abuse limits, which a second edge shares.
+	limits edge.Limits
 }
 
 // Clients seeded for the tests besides the demo client.
@@ -85,7 +87,7 @@ func startSystem(t testing.TB, opts ...systemOption) *system {
 	server.Config.Handler = stack.Edge.Handler()
 	server.Start()
 
-	s := &system{t: t, stack: stack, server: server, clock: c, URL: publicURL, dataDir: cfg.DataDir}
+	s := &system{t: t, stack: stack, server: server, clock: c, URL: publicURL, dataDir: cfg.DataDir, limits: cfg.Edge.Limits}
 	t.Cleanup(func() {
 		server.CloseClientConnections()
 		stack.Edge.Close()
@@ -102,6 +104,16 @@ func startSystem(t testing.TB, opts ...systemOption) *system {
 // seedClient stores a client and waits until the edge sees it.
 func (s *system) seedClient(c events.Client) {
 	s.t.Helper()
+	s.storeClient(c)
+	waitFor(s.t, 5*time.Second, "edge to see client "+c.ID, func() bool {
+		resp := s.postForm(edge.PathDeviceAuthorization, url.Values{"client_id": {c.ID}}, nil)
+		return resp.StatusCode != http.StatusUnauthorized
+	})
+}
+
+// storeClient stores a client, as an operator does.
+func (s *system) storeClient(c events.Client) {
+	s.t.Helper()
 	nc := s.conn()
 	js, _ := jetstream.New(nc)
 	bucket, err := js.KeyValue(s.t.Context(), events.BucketClients)
@@ -111,10 +123,6 @@ func (s *system) seedClient(c events.Client) {
 	if _, err := kv.New[events.Client](bucket).Put(s.t.Context(), c.ID, c); err != nil {
 		s.t.Fatalf("store client %s: %v", c.ID, err)
 	}
-	waitFor(s.t, 5*time.Second, "edge to see client "+c.ID, func() bool {
-		resp := s.postForm(edge.PathDeviceAuthorization, url.Values{"client_id": {c.ID}}, nil)
-		return resp.StatusCode != http.StatusUnauthorized
-	})
 }
 
 // conn opens a NATS connection to the embedded server for the test itself.

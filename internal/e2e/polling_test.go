@@ -50,6 +50,7 @@ func (s *system) secondEdge() string {
 		PublicURL:    s.URL,
 		HashKey:      key,
 		PollInterval: time.Second,
+		Limits:       s.limits,
 		Now:          s.clock.Now,
 	}, zerolog.Nop())
 	if err != nil {
@@ -127,8 +128,8 @@ func TestPollExpiredCode(t *testing.T) {
 	ph := sys.newPhone()
 	confirm := ph.get(da.VerificationURIComplete)
 	result := ph.post(edge.PathDevice, url.Values{"csrf_token": {confirm.csrf(t)}, "user_code": {da.UserCode}})
-	if result.Status != http.StatusBadRequest {
-		t.Errorf("expired code on the phone: status %d, want 400", result.Status)
+	if result.Status != http.StatusGone {
+		t.Errorf("expired code on the phone: status %d, want 410", result.Status)
 	}
 	if !strings.Contains(result.Body, "expired") {
 		t.Errorf("expired code on the phone: page %q does not say the code expired", result.title())

@@ -48,8 +48,8 @@ func parseQRRequest(r *http.Request) (qrRequest, string) {
 }
 
 // qrPNG serves the QR code of verification_uri_complete as a PNG. It draws
-// any well-formed user code without reading storage, so it tells nobody
-// which codes exist.
+// any well-formed user code without reading storage, so it reveals nothing
+// about which codes exist.
 func (e *Edge) qrPNG(w http.ResponseWriter, r *http.Request) {
 	req, problem := parseQRRequest(r)
 	if problem != "" {

@@ -21,9 +21,17 @@ const (
 	PathDevice              = "/device"
 	PathSignIn              = "/device/signin"
 	PathConsent             = "/device/consent"
+	PathDevices             = "/device/devices"
+	PathRevokeDevice        = "/device/devices/revoke"
 	PathQRPNG               = "/device/qr.png"
 	PathQRSVG               = "/device/qr.svg"
 	PathHealth              = "/healthz"
+
+	// The approval API of the service's phone app.
+	PathAPI         = "/api/device"
+	PathAPISignIn   = PathAPI + "/session"
+	PathAPILookup   = PathAPI + "/lookup"
+	PathAPIDecision = PathAPI + "/decision"
 )
 
 // Handler returns the edge's HTTP handler.
@@ -41,11 +49,26 @@ func (e *Edge) Handler() http.Handler {
 		r.Get(PathJWKS, e.jwks)
 	})
 
+	r.Route(PathAPI, func(r chi.Router) {
+		r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Allow", http.MethodPost)
+			oauth.WriteError(w, oauth.ErrInvalidRequest.WithDescription("Use POST.").WithStatus(http.StatusMethodNotAllowed))
+		})
+		r.NotFound(func(w http.ResponseWriter, req *http.Request) {
+			oauth.WriteError(w, oauth.ErrInvalidRequest.WithDescription("No endpoint at %s.", req.URL.Path).WithStatus(http.StatusNotFound))
+		})
+		r.Post(PathAPISignIn[len(PathAPI):], e.oauthHandler(e.apiSignIn))
+		r.Post(PathAPILookup[len(PathAPI):], e.oauthHandler(e.apiLookup))
+		r.Post(PathAPIDecision[len(PathAPI):], e.oauthHandler(e.apiDecision))
+	})
+
 	r.Get(PathDevice, e.pageHandler(e.enterCodePage))
 	r.Post(PathDevice, e.pageHandler(e.submitCode))
 	r.Get(PathConsent, e.pageHandler(e.consentPage))
 	r.Post(PathConsent, e.pageHandler(e.submitDecision))
 	r.Post(PathSignIn, e.pageHandler(e.signIn))
+	r.Get(PathDevices, e.pageHandler(e.devicesPage))
+	r.Post(PathRevokeDevice, e.pageHandler(e.revokeDevice))
 	r.Get(PathQRPNG, e.qrPNG)
 	r.Get(PathQRSVG, e.qrSVG)
 	r.Get("/static/*", e.static)

@@ -83,15 +83,30 @@ func (e *Edge) csrfToken(w http.ResponseWriter, r *http.Request) string {
 // validCSRF checks a form post: the token must match the cookie, and an
 // Origin header, when the browser sends one, must be our own.
 func (e *Edge) validCSRF(r *http.Request) bool {
-	if origin := r.Header.Get("Origin"); origin != "" && origin != "null" {
-		u, err := url.Parse(e.issuer)
-		if err != nil || origin != u.Scheme+"://"+u.Host {
-			return false
-		}
+	if !e.originAllowed(r) {
+		return false
 	}
 	cookie, err := r.Cookie(csrfCookie)
 	if err != nil {
 		return false
 	}
 	return e.hasher.ValidCSRFToken(cookie.Value, r.PostFormValue("csrf_token"))
+}
+
+// originAllowed reports whether a state-changing request comes from the
+// edge's own pages. An Origin header other than "null" must be the edge's
+// own, and a Sec-Fetch-Site header must not name another site.
+func (e *Edge) originAllowed(r *http.Request) bool {
+	if origin := r.Header.Get("Origin"); origin != "" && origin != "null" {
+		u, err := url.Parse(e.issuer)
+		if err != nil || origin != u.Scheme+"://"+u.Host {
+			return false
+		}
+	}
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+		return true
+	default:
+		return false
+	}
 }

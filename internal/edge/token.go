@@ -47,6 +47,9 @@ func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if client.DeviceFlowDisabled {
+		return oauth.ErrUnauthorizedClient.WithDescription("The device authorization grant is switched off for this client.")
+	}
 	deviceCode := form.Get("device_code")
 	if deviceCode == "" {
 		return oauth.ErrInvalidRequest.WithDescription("device_code is missing.")

@@ -1,0 +1,188 @@
+package e2e
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamco/deviceauth/events"
+	"github.com/streamco/deviceauth/internal/devstack"
+	"github.com/streamco/deviceauth/internal/edge"
+	"github.com/streamco/deviceauth/internal/oauth"
+)
+
+// enterCode loads the code page and submits code as typed.
+func (ph *phone) enterCode(code string) page {
+	ph.t.Helper()
+	form := ph.get(ph.base + edge.PathDevice)
+	return ph.post(edge.PathDevice, url.Values{"csrf_token": {form.csrf(ph.t)}, "user_code": {code}})
+}
+
+// signIn signs the phone in from the sign-in page of the devices page.
+func (ph *phone) signIn(username, password string) page {
+	ph.t.Helper()
+	signInPage := ph.get(ph.base + edge.PathDevices)
+	return ph.post(edge.PathSignIn, url.Values{
+		"csrf_token": {signInPage.csrf(ph.t)},
+		"next":       {"devices"},
+		"username":   {username},
+		"password":   {password},
+	})
+}
+
+func TestPagesSecurityHeaders(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	da := sys.authorize(devstack.DemoClientID, "profile")
+
+	for _, path := range []string{
+		edge.PathDevice,
+		edge.PathDevice + "?user_code=" + url.QueryEscape(da.UserCode),
+		edge.PathConsent + "?user_code=" + url.QueryEscape(da.UserCode),
+		edge.PathDevices,
+	} {
+		resp, err := http.Get(sys.URL + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		resp.Body.Close()
+		h := resp.Header
+		if csp := h.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") || !strings.Contains(csp, "default-src 'none'") {
+			t.Errorf("GET %s: Content-Security-Policy %q lacks default-src 'none' or frame-ancestors 'none'", path, csp)
+		}
+		if cc := h.Get("Cache-Control"); cc != "no-store" {
+			t.Errorf("GET %s: Cache-Control %q, want no-store", path, cc)
+		}
+		if xfo := h.Get("X-Frame-Options"); xfo != "DENY" {
+			t.Errorf("GET %s: X-Frame-Options %q, want DENY", path, xfo)
+		}
+		if rp := h.Get("Referrer-Policy"); rp != "no-referrer" {
+			t.Errorf("GET %s: Referrer-Policy %q, want no-referrer", path, rp)
+		}
+	}
+}
+
+func TestPagesHaveNoScripts(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	da := sys.authorize(devstack.DemoClientID, "profile")
+	ph := sys.newPhone()
+
+	pages := []page{
+		ph.get(sys.URL + edge.PathDevice),
+		ph.get(da.VerificationURIComplete),
+		ph.enterCode("BBBB-BBBB"),
+	}
+	pages = append(pages, ph.decide(da.VerificationURIComplete, "approve"))
+	for _, p := range pages {
+		lower := strings.ToLower(p.Body)
+		for _, banned := range []string{"<script", "javascript:", " onclick=", " onload=", "https://", "//fonts."} {
+			if strings.Contains(lower, banned) {
+				t.Errorf("page %q contains %q", p.title(), banned)
+			}
+		}
+		if !strings.Contains(p.Body, `<html lang="en">`) {
+			t.Errorf("page %q does not declare its language", p.title())
+		}
+	}
+}
+
+func TestPagesChooseLanguage(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+
+	for _, header := range []string{"", "en-GB,en;q=0.9", "de-CH, fr;q=0.8, *;q=0.1", "xx;q=0"} {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, sys.URL+edge.PathDevice, nil)
+		if header != "" {
+			req.Header.Set("Accept-Language", header)
+		}
+		resp := sys.do(req)
+		if got := resp.Header.Get("Content-Language"); got != "en" {
+			t.Errorf("Accept-Language %q: Content-Language %q, want en, the only complete catalog", header, got)
+		}
+		if !strings.Contains(resp.Header.Get("Vary"), "Accept-Language") {
+			t.Errorf("Accept-Language %q: Vary %q does not name Accept-Language", header, resp.Header.Get("Vary"))
+		}
+		if !strings.Contains(string(resp.Body), "Connect a device") {
+			t.Errorf("Accept-Language %q: the page is not the English code page", header)
+		}
+	}
+}
+
+func TestCodeFieldAcceptsAnyForm(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	da := sys.authorize(devstack.DemoClientID, "profile")
+	plain := strings.ReplaceAll(da.UserCode, "-", "")
+
+	for _, typed := range []string{
+		da.UserCode,
+		strings.ToLower(da.UserCode),
+		plain,
+		strings.ToLower(plain[:4]) + " " + plain[4:],
+		" " + plain[:2] + " " + plain[2:6] + "-" + plain[6:] + " ",
+	} {
+		got := sys.newPhone().enterCode(typed)
+		if got.title() != "Sign in" {
+			t.Errorf("typed %q: got %q (status %d), want the sign-in page", typed, got.title(), got.Status)
+		}
+	}
+}
+
+func TestUnknownCodeOutcomes(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	ph := sys.newPhone()
+
+	typed := ph.enterCode("bbbb-bbbb")
+	if typed.Status != http.StatusBadRequest || typed.title() != "Connect a device" {
+		t.Errorf("typed unknown code: got %q (status %d), want the code page again with 400", typed.title(), typed.Status)
+	}
+	if !strings.Contains(typed.Body, `role="alert">That code isn&#39;t valid`) {
+		t.Errorf("typed unknown code: no alert that the code isn't valid:\n%s", typed.Body)
+	}
+	if !strings.Contains(typed.Body, `value="bbbb-bbbb"`) || !strings.Contains(typed.Body, `aria-invalid="true"`) {
+		t.Error("typed unknown code: the field does not keep the typed code marked invalid")
+	}
+
+	ph.signIn(devstack.DemoUsername, devstack.DemoPassword)
+	linked := ph.get(sys.URL + edge.PathConsent + "?user_code=BBBB-BBBB")
+	if linked.Status != http.StatusNotFound || linked.title() != "Code not found" {
+		t.Errorf("consent for an unknown code: got %q (status %d), want %q with 404", linked.title(), linked.Status, "Code not found")
+	}
+}
+
+func TestDisabledClientOnPhone(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	da := sys.authorize(devstack.DemoClientID, "profile")
+	ph := sys.newPhone()
+	ph.signIn(devstack.DemoUsername, devstack.DemoPassword)
+
+	// The operator switches the device flow off while a code is pending.
+	client := events.Client{
+		ID: devstack.DemoClientID, Name: "StreamCo TV", Public: true, DeviceFlowDisabled: true,
+		Scopes: []string{"profile", "offline_access"}, Grants: []string{oauth.GrantTypeDeviceCode},
+	}
+	sys.storeClient(client)
+	waitFor(t, 5*time.Second, "the edge to see the client switched off", func() bool {
+		return sys.postForm(edge.PathDeviceAuthorization, url.Values{"client_id": {client.ID}}, nil).StatusCode == http.StatusBadRequest
+	})
+
+	confirm := ph.get(da.VerificationURIComplete)
+	result := ph.post(edge.PathDevice, url.Values{"csrf_token": {confirm.csrf(t)}, "user_code": {da.UserCode}})
+	if result.Status != http.StatusForbidden || result.title() != "Connecting this app is switched off" {
+		t.Errorf("code of a switched-off client: got %q (status %d), want the switched-off page with 403", result.title(), result.Status)
+	}
+	consent := ph.get(sys.URL + edge.PathConsent + "?user_code=" + url.QueryEscape(da.UserCode))
+	if consent.Status != http.StatusForbidden {
+		t.Errorf("consent page of a switched-off client: status %d, want 403", consent.Status)
+	}
+	decided := ph.post(edge.PathConsent, url.Values{"csrf_token": {confirm.csrf(t)}, "user_code": {da.UserCode}, "decision": {"approve"}})
+	if decided.Status != http.StatusForbidden {
+		t.Errorf("approving for a switched-off client: status %d, want 403", decided.Status)
+	}
+	assertOAuthError(t, sys.poll(devstack.DemoClientID, da.DeviceCode, 0), http.StatusBadRequest, oauth.CodeUnauthorizedClient)
+}
