@@ -54,6 +54,7 @@ const (
 	purposeRefreshToken = "refresh-token\x00"
 	purposeCSRF         = "csrf\x00"
 	purposeRateLimit    = "rate-limit\x00"
+	purposeConfirmation = "confirmation\x00"
 )
 
 func (h *Hasher) sum(purpose, secret string) string {
@@ -80,6 +81,12 @@ func (h *Hasher) RefreshTokenID(token string) string { return h.sum(purposeRefre
 // such as an address, a username or a browser's cookie, so counters name no
 // person and no secret.
 func (h *Hasher) RateLimitID(subject string) string { return h.sum(purposeRateLimit, subject)[:32] }
+
+// ConfirmationToken returns the proof that the browser with a CSRF cookie
+// value confirmed a canonical user code, for the address of its consent page.
+func (h *Hasher) ConfirmationToken(cookie, userCode string) string {
+	return h.sum(purposeConfirmation, cookie+"\x00"+userCode)
+}
 
 // CSRFToken returns the form token that matches a CSRF cookie value.
 func (h *Hasher) CSRFToken(cookie string) string { return h.sum(purposeCSRF, cookie) }

@@ -254,6 +254,8 @@ func (s *system) newPhone() *phone {
 var (
 	csrfField  = regexp.MustCompile(`name="csrf_token" value="([^"]+)"`)
 	titleField = regexp.MustCompile(`<h1>([^<]*)</h1>`)
+
+	confirmedField = regexp.MustCompile(`name="confirmed" value="([^"]+)"`)
 )
 
 // page is an HTML page the phone loaded.
@@ -268,6 +270,16 @@ func (p page) title() string {
 		return m[1]
 	}
 	return ""
+}
+
+// confirmation returns the hidden confirmation token of the page's form.
+func (p page) confirmation(t testing.TB) string {
+	t.Helper()
+	m := confirmedField.FindStringSubmatch(p.Body)
+	if m == nil {
+		t.Fatalf("page %q has no confirmation token", p.title())
+	}
+	return m[1]
 }
 
 func (p page) csrf(t testing.TB) string {
@@ -329,6 +341,7 @@ func (ph *phone) decideAndSignal(verificationURIComplete, decision string, start
 	consent := ph.post(edge.PathSignIn, url.Values{
 		"csrf_token": {signIn.csrf(ph.t)},
 		"user_code":  {userCode},
+		"confirmed":  {signIn.confirmation(ph.t)},
 		"username":   {devstack.DemoUsername},
 		"password":   {devstack.DemoPassword},
 	})
@@ -339,6 +352,7 @@ func (ph *phone) decideAndSignal(verificationURIComplete, decision string, start
 	form := url.Values{
 		"csrf_token": {consent.csrf(ph.t)},
 		"user_code":  {userCode},
+		"confirmed":  {consent.confirmation(ph.t)},
 		"decision":   {decision},
 	}
 	if started != nil {

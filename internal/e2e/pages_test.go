@@ -147,11 +147,40 @@ func TestUnknownCodeOutcomes(t *testing.T) {
 		t.Error("typed unknown code: the field does not keep the typed code marked invalid")
 	}
 
-	ph.signIn(devstack.DemoUsername, devstack.DemoPassword)
-	linked := ph.get(sys.URL + edge.PathConsent + "?user_code=BBBB-BBBB")
+	confirm := ph.get(sys.URL + edge.PathDevice + "?user_code=BBBB-BBBB")
+	linked := ph.post(edge.PathDevice, url.Values{"csrf_token": {confirm.csrf(t)}, "user_code": {"BBBB-BBBB"}, "from": {"link"}})
 	if linked.Status != http.StatusNotFound || linked.title() != "Code not found" {
-		t.Errorf("consent for an unknown code: got %q (status %d), want %q with 404", linked.title(), linked.Status, "Code not found")
+		t.Errorf("confirmed unknown code from a link: got %q (status %d), want %q with 404", linked.title(), linked.Status, "Code not found")
 	}
+}
+
+// TestConsentLinkNeedsConfirmation sends a signed-in person a link straight
+// to the consent page of someone else's code, as a phisher would: the page
+// asks whether the code is the one on their TV instead.
+func TestConsentLinkNeedsConfirmation(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	da := sys.authorize(devstack.DemoClientID, "profile")
+	ph := sys.newPhone()
+	ph.signIn(devstack.DemoUsername, devstack.DemoPassword)
+
+	for _, link := range []string{
+		edge.PathConsent + "?user_code=" + url.QueryEscape(da.UserCode),
+		edge.PathConsent + "?user_code=" + url.QueryEscape(da.UserCode) + "&confirmed=forged",
+	} {
+		got := ph.get(sys.URL + link)
+		if got.title() != "Is this your code?" {
+			t.Errorf("GET %s: got %q (status %d), want the confirmation page", link, got.title(), got.Status)
+		}
+	}
+
+	// A decision posted without the confirmation is sent there too.
+	form := ph.get(sys.URL + edge.PathDevice)
+	got := ph.post(edge.PathConsent, url.Values{"csrf_token": {form.csrf(t)}, "user_code": {da.UserCode}, "decision": {"approve"}})
+	if got.title() != "Is this your code?" {
+		t.Errorf("decision without confirmation: got %q (status %d), want the confirmation page", got.title(), got.Status)
+	}
+	assertOAuthError(t, sys.poll(devstack.DemoClientID, da.DeviceCode, 0), http.StatusBadRequest, oauth.CodeAuthorizationPending)
 }
 
 func TestDisabledClientOnPhone(t *testing.T) {
@@ -161,7 +190,14 @@ func TestDisabledClientOnPhone(t *testing.T) {
 	ph := sys.newPhone()
 	ph.signIn(devstack.DemoUsername, devstack.DemoPassword)
 
-	// The operator switches the device flow off while a code is pending.
+	// The person reaches the consent page before the switch is turned.
+	confirm := ph.get(da.VerificationURIComplete)
+	consent := ph.post(edge.PathDevice, url.Values{"csrf_token": {confirm.csrf(t)}, "user_code": {da.UserCode}, "from": {"link"}})
+	if consent.title() != "Allow this device?" {
+		t.Fatalf("before the switch: got %q (status %d), want the consent page", consent.title(), consent.Status)
+	}
+
+	// The operator switches the device flow off while the code is pending.
 	client := events.Client{
 		ID: devstack.DemoClientID, Name: "StreamCo TV", Public: true, DeviceFlowDisabled: true,
 		Scopes: []string{"profile", "offline_access"}, Grants: []string{oauth.GrantTypeDeviceCode},
@@ -171,18 +207,18 @@ func TestDisabledClientOnPhone(t *testing.T) {
 		return sys.postForm(edge.PathDeviceAuthorization, url.Values{"client_id": {client.ID}}, nil).StatusCode == http.StatusBadRequest
 	})
 
-	confirm := ph.get(da.VerificationURIComplete)
-	result := ph.post(edge.PathDevice, url.Values{"csrf_token": {confirm.csrf(t)}, "user_code": {da.UserCode}})
-	if result.Status != http.StatusForbidden || result.title() != "Connecting this app is switched off" {
-		t.Errorf("code of a switched-off client: got %q (status %d), want the switched-off page with 403", result.title(), result.Status)
+	decided := ph.post(edge.PathConsent, url.Values{
+		"csrf_token": {consent.csrf(t)},
+		"user_code":  {da.UserCode},
+		"confirmed":  {consent.confirmation(t)},
+		"decision":   {"approve"},
+	})
+	if decided.Status != http.StatusForbidden || decided.title() != "Connecting this app is switched off" {
+		t.Errorf("approving for a switched-off client: got %q (status %d), want the switched-off page with 403", decided.title(), decided.Status)
 	}
-	consent := ph.get(sys.URL + edge.PathConsent + "?user_code=" + url.QueryEscape(da.UserCode))
-	if consent.Status != http.StatusForbidden {
-		t.Errorf("consent page of a switched-off client: status %d, want 403", consent.Status)
-	}
-	decided := ph.post(edge.PathConsent, url.Values{"csrf_token": {confirm.csrf(t)}, "user_code": {da.UserCode}, "decision": {"approve"}})
-	if decided.Status != http.StatusForbidden {
-		t.Errorf("approving for a switched-off client: status %d, want 403", decided.Status)
+	again := ph.post(edge.PathDevice, url.Values{"csrf_token": {confirm.csrf(t)}, "user_code": {da.UserCode}, "from": {"link"}})
+	if again.Status != http.StatusForbidden {
+		t.Errorf("confirming the code of a switched-off client: status %d, want 403", again.Status)
 	}
 	assertOAuthError(t, sys.poll(devstack.DemoClientID, da.DeviceCode, 0), http.StatusBadRequest, oauth.CodeUnauthorizedClient)
 }

@@ -51,6 +51,9 @@ type pageData struct {
 	Error     string
 	// UserCode is the code in its XXXX-XXXX form.
 	UserCode string
+	// Confirmation is the browser's proof that it confirmed UserCode,
+	// carried by the sign-in and consent forms.
+	Confirmation string
 	Username string
 	// Next is the page the sign-in form returns to: "" for the code's
 	// consent page, "devices" for the devices page. It is one of these

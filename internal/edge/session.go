@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"errors"
 	"net/http"
@@ -109,4 +110,24 @@ func (e *Edge) originAllowed(r *http.Request) bool {
 	default:
 		return false
 	}
+}
+
+// confirmationToken returns the proof, bound to this browser's CSRF cookie,
+// that the person confirmed or typed userCode on the code page. It is empty
+// when the browser has no CSRF cookie.
+func (e *Edge) confirmationToken(r *http.Request, userCode string) string {
+	cookie, err := r.Cookie(csrfCookie)
+	if err != nil || cookie.Value == "" {
+		return ""
+	}
+	return e.hasher.ConfirmationToken(cookie.Value, userCode)
+}
+
+// validConfirmation reports whether token proves that this browser confirmed
+// userCode. Without it the consent page sends the person to the
+// confirmation page, so a link to the consent page from elsewhere never
+// skips the question "Is this your code?".
+func (e *Edge) validConfirmation(r *http.Request, userCode, token string) bool {
+	want := e.confirmationToken(r, userCode)
+	return want != "" && token != "" && hmac.Equal([]byte(want), []byte(token))
 }

@@ -18,7 +18,7 @@ import (
 // maxPageFormBytes bounds the body of a form posted from a page.
 const maxPageFormBytes = 8 << 10
 
-// codeProblem says why a user code cannot be approved.
+// codeProblem is the reason a user code cannot be approved.
 type codeProblem int
 
 const (
@@ -100,7 +100,7 @@ func (e *Edge) findCode(r *http.Request, userCode string) (foundCode, error) {
 	return found, nil
 }
 
-// clientName returns the name a person sees for a client.
+// clientName returns the display name of a client.
 func clientName(c events.Client, id string) string {
 	if c.Name != "" {
 		return c.Name
@@ -200,10 +200,10 @@ func (e *Edge) submitCode(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	switch found.problem {
-	case codeOK:
-		http.Redirect(w, r, consentPath(userCode), http.StatusSeeOther)
-	case codeUnknown:
+	switch {
+	case found.problem == codeOK:
+		http.Redirect(w, r, consentPath(userCode, e.confirmationToken(r, userCode)), http.StatusSeeOther)
+	case found.problem == codeUnknown && r.PostFormValue("from") != "link":
 		data.Error = "error.bad_code"
 		e.render(w, r, http.StatusBadRequest, "enter_code", data)
 	default:
@@ -212,30 +212,47 @@ func (e *Edge) submitCode(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// consentPath is the redirect target after a code is accepted: a fixed path
-// with a canonical user code, so no request can steer a redirect elsewhere.
-func consentPath(userCode string) string {
-	return PathConsent + "?user_code=" + url.QueryEscape(codes.FormatUserCode(userCode))
+// consentPath is the redirect target after a code is confirmed: a fixed path
+// with a canonical user code and the confirmation token, so no request can
+// steer a redirect elsewhere.
+func consentPath(userCode, confirmation string) string {
+	return PathConsent + "?user_code=" + url.QueryEscape(codes.FormatUserCode(userCode)) +
+		"&confirmed=" + url.QueryEscape(confirmation)
 }
 
-// consentPage shows what the device asks for, after sign-in.
+// confirmPath is the confirmation page of a code, where every path to
+// consent that lacks this browser's confirmation is sent.
+func confirmPath(userCode string) string {
+	return PathDevice + "?user_code=" + url.QueryEscape(codes.FormatUserCode(userCode))
+}
+
+// consentPage shows the device's request, after sign-in. A request
+// without this browser's confirmation of the code, such as a link to this
+// page sent by someone else, goes to the confirmation page first.
 func (e *Edge) consentPage(w http.ResponseWriter, r *http.Request) error {
-	userCode, err := codes.NormalizeUserCode(r.URL.Query().Get("user_code"))
+	query := r.URL.Query()
+	userCode, err := codes.NormalizeUserCode(query.Get("user_code"))
 	if err != nil {
 		http.Redirect(w, r, PathDevice, http.StatusSeeOther)
 		return nil
 	}
-	return e.showConsent(w, r, userCode, "")
+	confirmation := query.Get("confirmed")
+	if !e.validConfirmation(r, userCode, confirmation) {
+		http.Redirect(w, r, confirmPath(userCode), http.StatusSeeOther)
+		return nil
+	}
+	return e.showConsent(w, r, userCode, confirmation, "")
 }
 
 // showConsent shows the consent page for userCode with an optional error
 // message key, the sign-in page when nobody is signed in, or the outcome
 // page when the code cannot be approved.
-func (e *Edge) showConsent(w http.ResponseWriter, r *http.Request, userCode, problem string) error {
+func (e *Edge) showConsent(w http.ResponseWriter, r *http.Request, userCode, confirmation, problem string) error {
 	data := pageData{
-		CSRFToken: e.csrfToken(w, r),
-		UserCode:  codes.FormatUserCode(userCode),
-		Error:     problem,
+		CSRFToken:    e.csrfToken(w, r),
+		UserCode:     codes.FormatUserCode(userCode),
+		Confirmation: confirmation,
+		Error:        problem,
 	}
 
 	session, signedIn, err := e.currentSession(r.Context(), r)
@@ -276,6 +293,7 @@ func (e *Edge) signIn(w http.ResponseWriter, r *http.Request) error {
 	data := pageData{Title: "title.sign_in", CSRFToken: e.csrfToken(w, r)}
 	if codeErr == nil {
 		data.UserCode = codes.FormatUserCode(userCode)
+		data.Confirmation = r.PostFormValue("confirmed")
 	}
 	if r.PostFormValue("next") == nextDevices {
 		data.Next = nextDevices
@@ -320,8 +338,10 @@ func (e *Edge) signIn(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case data.Next == nextDevices:
 		http.Redirect(w, r, PathDevices, http.StatusSeeOther)
+	case codeErr == nil && e.validConfirmation(r, userCode, data.Confirmation):
+		http.Redirect(w, r, consentPath(userCode, data.Confirmation), http.StatusSeeOther)
 	case codeErr == nil:
-		http.Redirect(w, r, consentPath(userCode), http.StatusSeeOther)
+		http.Redirect(w, r, confirmPath(userCode), http.StatusSeeOther)
 	default:
 		http.Redirect(w, r, PathDevice, http.StatusSeeOther)
 	}
@@ -337,8 +357,13 @@ func (e *Edge) submitDecision(w http.ResponseWriter, r *http.Request) error {
 		http.Redirect(w, r, PathDevice, http.StatusSeeOther)
 		return nil
 	}
+	confirmation := r.PostFormValue("confirmed")
+	if !e.validConfirmation(r, userCode, confirmation) {
+		http.Redirect(w, r, confirmPath(userCode), http.StatusSeeOther)
+		return nil
+	}
 	if !e.validCSRF(r) {
-		return e.showConsent(w, r, userCode, "error.form_expired")
+		return e.showConsent(w, r, userCode, confirmation, "error.form_expired")
 	}
 
 	session, signedIn, err := e.currentSession(r.Context(), r)
@@ -346,7 +371,7 @@ func (e *Edge) submitDecision(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !signedIn {
-		return e.showConsent(w, r, userCode, "")
+		return e.showConsent(w, r, userCode, confirmation, "")
 	}
 
 	var approved bool
@@ -355,7 +380,7 @@ func (e *Edge) submitDecision(w http.ResponseWriter, r *http.Request) error {
 		approved = true
 	case "deny":
 	default:
-		return e.showConsent(w, r, userCode, "error.bad_decision")
+		return e.showConsent(w, r, userCode, confirmation, "error.bad_decision")
 	}
 
 	data := pageData{UserCode: codes.FormatUserCode(userCode)}
