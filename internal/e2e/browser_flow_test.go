@@ -101,6 +101,12 @@ func TestBrowserApproveFromQRLink(t *testing.T) {
 			t.Errorf("consent page does not show %q:\n%s", want, consent)
 		}
 	}
+	if !browser.fitsViewport() {
+		t.Error("the consent page is wider than a phone screen")
+	}
+	if tree := browser.accessibilityTree(); !hasNode(tree, "button", "Allow") || !hasNode(tree, "button", "Deny") {
+		t.Errorf("the consent page has no Allow and Deny buttons for screen readers: %v", tree)
+	}
 	select {
 	case r := <-tv:
 		t.Fatalf("the TV got an answer before the approval: %+v", r)
@@ -204,5 +210,48 @@ func TestBrowserExpiredCode(t *testing.T) {
 	got := waitForTV(t, tv, 10*time.Second)
 	if code := oauthErrorCode(got.err); code != "expired_token" {
 		t.Errorf("the TV got %v, want expired_token", got.err)
+	}
+}
+
+func TestBrowserPagesForScreenReaders(t *testing.T) {
+	t.Parallel()
+	browser := newTab(t)
+	sys := startSystem(t)
+	da, _ := startTV(t, sys, "profile")
+
+	browser.must("open the code page", chromedp.Navigate(sys.URL+"/device"))
+	browser.waitForPage("Connect a device")
+	tree := browser.accessibilityTree()
+	if !hasNode(tree, "textbox", "Code") {
+		t.Errorf("the code field has no accessible name Code: %v", tree)
+	}
+	if !hasNode(tree, "heading", "Connect a device") {
+		t.Errorf("the page has no heading: %v", tree)
+	}
+	if !browser.fitsViewport() {
+		t.Error("the code page is wider than a phone screen")
+	}
+
+	browser.must("type a wrong code",
+		chromedp.SendKeys(chromedp.CSS("#user_code"), "BBBB-BBBB"),
+		chromedp.Submit(chromedp.CSS("#user_code")),
+	)
+	browser.must("wait for the alert", chromedp.WaitVisible(chromedp.CSS(`[role="alert"]`)))
+	if tree := browser.accessibilityTree(); !hasNode(tree, "alert", "") {
+		t.Errorf("the wrong code is not announced as an alert: %v", tree)
+	}
+
+	browser.must("open the QR link", chromedp.Navigate(da.VerificationURIComplete))
+	browser.waitForPage("Is this your code?")
+	spelt := strings.Join(strings.Split(strings.Replace(da.UserCode, "-", "", 1)[:4], ""), " ") + " dash"
+	tree = browser.accessibilityTree()
+	if !hasNode(tree, "StaticText", spelt) {
+		t.Errorf("screen readers do not get the code letter by letter (%q): %v", spelt, tree)
+	}
+	if !hasNode(tree, "button", "Yes, it matches") || !hasNode(tree, "link", "No, enter a different code") {
+		t.Errorf("the confirmation choices are not a named button and link: %v", tree)
+	}
+	if !browser.fitsViewport() {
+		t.Error("the confirmation page is wider than a phone screen")
 	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/accessibility"
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/chromedp"
 )
 
@@ -155,11 +158,11 @@ func (tb *tab) run(actions ...chromedp.Action[chromedp.Void]) error {
 	return chromedp.Do(ctx, actions...)
 }
 
-// must runs actions and fails the test with what if they fail.
-func (tb *tab) must(what string, actions ...chromedp.Action[chromedp.Void]) {
+// must runs actions and fails the test, naming step, if they fail.
+func (tb *tab) must(step string, actions ...chromedp.Action[chromedp.Void]) {
 	tb.t.Helper()
 	if err := tb.run(actions...); err != nil {
-		tb.t.Fatalf("%s: %v", what, err)
+		tb.t.Fatalf("%s: %v", step, err)
 	}
 }
 
@@ -219,4 +222,72 @@ func (tb *tab) saveArtifacts() {
 	}
 	_ = os.WriteFile(filepath.Join(dir, name+".html"), []byte(html), 0o644)
 	tb.t.Logf("browser was at %s; screenshot saved to %s", location, shot)
+}
+
+// axNode is one node of the accessibility tree that Chromium gives screen
+// readers.
+type axNode struct {
+	Role string
+	Name string
+}
+
+// accessibilityTree returns the nodes of the current page's accessibility
+// tree that are not ignored.
+func (tb *tab) accessibilityTree() []axNode {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, browserStepTimeout)
+	defer cancel()
+	nodes, err := chromedp.Run(ctx, func(ctx context.Context, target *chromedp.Target) ([]axNode, error) {
+		res, err := cdp.Call(ctx, target, accessibility.GetFullAXTree, accessibility.GetFullAXTreeParams{})
+		if err != nil {
+			return nil, err
+		}
+		var out []axNode
+		for _, n := range res.Nodes {
+			if n.Ignored {
+				continue
+			}
+			out = append(out, axNode{Role: axString(n.Role), Name: axString(n.Name)})
+		}
+		return out, nil
+	})
+	if err != nil {
+		tb.t.Fatalf("read the accessibility tree: %v", err)
+	}
+	return nodes
+}
+
+func axString(v *accessibility.Value) string {
+	if v == nil {
+		return ""
+	}
+	var s string
+	if err := json.Unmarshal([]byte(v.Value), &s); err != nil {
+		return ""
+	}
+	return s
+}
+
+// hasNode reports whether the tree has a node with the role whose name
+// contains name.
+func hasNode(tree []axNode, role, name string) bool {
+	for _, n := range tree {
+		if n.Role == role && strings.Contains(n.Name, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// fitsViewport reports whether the page needs no sideways scrolling in the
+// phone-sized window.
+func (tb *tab) fitsViewport() bool {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, browserStepTimeout)
+	defer cancel()
+	fits, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth <= window.innerWidth`))
+	if err != nil {
+		tb.t.Fatalf("measure the page width: %v", err)
+	}
+	return fits
 }

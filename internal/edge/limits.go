@@ -37,6 +37,10 @@ type Limits struct {
 	// WrongCodesGlobal counts unknown user codes across every edge, the
 	// backstop against guessing spread over many addresses. Default: 600
 	// per minute.
+	//
+	// NOTE: whoever reaches this limit stops code entry for everyone until
+	// the window ends. The default is a guess, not a measurement: size it
+	// above the wrong-code rate of the busiest legitimate minute.
 	WrongCodesGlobal Limit
 	// FailedSignInsPerAddress and FailedSignInsPerAccount count wrong
 	// passwords. Defaults: 30 per 15 minutes per address, 10 per 15

@@ -54,7 +54,7 @@ type pageData struct {
 	// Confirmation is the browser's proof that it confirmed UserCode,
 	// carried by the sign-in and consent forms.
 	Confirmation string
-	Username string
+	Username     string
 	// Next is the page the sign-in form returns to: "" for the code's
 	// consent page, "devices" for the devices page. It is one of these
 	// fixed names, never an address, so no form can steer a redirect.
