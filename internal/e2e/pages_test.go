@@ -222,3 +222,93 @@ func TestDisabledClientOnPhone(t *testing.T) {
 	}
 	assertOAuthError(t, sys.poll(devstack.DemoClientID, da.DeviceCode, 0), http.StatusBadRequest, oauth.CodeUnauthorizedClient)
 }
+
+// sessionCookie returns the phone's session cookie value, or "".
+func (ph *phone) sessionCookie() string {
+	base, _ := url.Parse(ph.base)
+	for _, c := range ph.client.Jar.Cookies(base) {
+		if c.Name == "session" {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+func TestSessionRotatesAndSignsOut(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	ph := sys.newPhone()
+
+	// A session id planted before sign-in is not the one after it.
+	base, _ := url.Parse(sys.URL)
+	ph.client.Jar.SetCookies(base, []*http.Cookie{{Name: "session", Value: "PLANTEDPLANTEDPLANTEDPLANTED", Path: "/"}})
+	ph.signIn(devstack.DemoUsername, devstack.DemoPassword)
+	first := ph.sessionCookie()
+	if first == "" || first == "PLANTEDPLANTEDPLANTEDPLANTED" {
+		t.Fatalf("session cookie after sign-in is %q, want a new id", first)
+	}
+	ph.signIn(devstack.DemoUsername, devstack.DemoPassword)
+	if second := ph.sessionCookie(); second == first {
+		t.Error("signing in again kept the same session id")
+	}
+
+	devices := ph.get(sys.URL + edge.PathDevices)
+	out := ph.post(edge.PathSignOut, url.Values{"csrf_token": {devices.csrf(t)}})
+	if out.title() != "Connect a device" {
+		t.Errorf("after signing out got %q (status %d), want the code page", out.title(), out.Status)
+	}
+	if again := ph.get(sys.URL + edge.PathDevices); again.title() != "Sign in" {
+		t.Errorf("the devices page after signing out is %q, want the sign-in page", again.title())
+	}
+}
+
+func TestRedirectsStayOnOurPages(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	da := sys.authorize(devstack.DemoClientID, "profile")
+	ph := sys.newPhone()
+	// Record every redirect instead of following it.
+	ph.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+	codePage := ph.get(sys.URL + edge.PathDevice)
+	token := codePage.csrf(t)
+	posts := []struct {
+		path string
+		form url.Values
+	}{
+		{edge.PathDevice, url.Values{"csrf_token": {token}, "user_code": {da.UserCode}}},
+		{edge.PathSignIn, url.Values{"csrf_token": {token}, "username": {"demo"}, "password": {"demo"}, "next": {"https://evil.example/"}}},
+		{edge.PathSignIn, url.Values{"csrf_token": {token}, "username": {"demo"}, "password": {"demo"}, "user_code": {"//evil.example"}}},
+		{edge.PathSignIn, url.Values{"csrf_token": {token}, "username": {"demo"}, "password": {"demo"}, "user_code": {da.UserCode}, "confirmed": {"x\r\nLocation: https://evil.example"}}},
+		{edge.PathConsent, url.Values{"csrf_token": {token}, "user_code": {"https://evil.example"}, "decision": {"approve"}}},
+		{edge.PathRevokeDevice, url.Values{"csrf_token": {token}, "grant_id": {"../../x"}}},
+		{edge.PathSignOut, url.Values{"csrf_token": {token}, "user_code": {da.UserCode}, "confirmed": {"//evil.example"}}},
+	}
+	for _, p := range posts {
+		resp, err := ph.client.PostForm(sys.URL+p.path, p.form)
+		if err != nil {
+			t.Fatalf("POST %s: %v", p.path, err)
+		}
+		resp.Body.Close()
+		location := resp.Header.Get("Location")
+		if resp.StatusCode/100 != 3 {
+			continue
+		}
+		if !strings.HasPrefix(location, "/device") || strings.HasPrefix(location, "//") || strings.ContainsAny(location, "\r\n") {
+			t.Errorf("POST %s with %v redirected to %q, want a path of our own pages", p.path, p.form, location)
+		}
+	}
+	for _, path := range []string{
+		edge.PathConsent + "?user_code=" + url.QueryEscape("//evil.example"),
+		edge.PathConsent + "?user_code=" + url.QueryEscape(da.UserCode) + "&confirmed=" + url.QueryEscape("https://evil.example"),
+	} {
+		resp, err := ph.client.Get(sys.URL + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		resp.Body.Close()
+		if location := resp.Header.Get("Location"); resp.StatusCode/100 == 3 && !strings.HasPrefix(location, "/device") {
+			t.Errorf("GET %s redirected to %q, want a path of our own pages", path, location)
+		}
+	}
+}

@@ -223,6 +223,7 @@ var english = &catalog{
 		"signin.submit":      "Sign in",
 
 		"consent.signed_in_as": "Signed in as %s.",
+		"signout.submit":       "Not you? Sign out",
 		"consent.headline":     "%s wants to use your account.",
 		"consent.application":  "Application",
 		"consent.device":       "Device",

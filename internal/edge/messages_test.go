@@ -13,7 +13,7 @@ import (
 
 // usedKey matches message keys in templates ({{.L.T "title.consent"}}) and
 // in Go source ("error.bad_code").
-var usedKey = regexp.MustCompile(`"((?:title|enter|confirm|signin|consent|scope|result|link|error|devices|duration|format|code|device_kind)\.[a-z_.-]+)"`)
+var usedKey = regexp.MustCompile(`"((?:title|enter|confirm|signin|signout|consent|scope|result|link|error|devices|duration|format|code|device_kind)\.[a-z_.-]+)"`)
 
 func TestCatalogHasEveryUsedKey(t *testing.T) {
 	var sources []string

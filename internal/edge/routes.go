@@ -20,6 +20,7 @@ const (
 	PathMetadata            = "/.well-known/oauth-authorization-server"
 	PathDevice              = "/device"
 	PathSignIn              = "/device/signin"
+	PathSignOut             = "/device/signout"
 	PathConsent             = "/device/consent"
 	PathDevices             = "/device/devices"
 	PathRevokeDevice        = "/device/devices/revoke"
@@ -67,6 +68,7 @@ func (e *Edge) Handler() http.Handler {
 	r.Get(PathConsent, e.pageHandler(e.consentPage))
 	r.Post(PathConsent, e.pageHandler(e.submitDecision))
 	r.Post(PathSignIn, e.pageHandler(e.signIn))
+	r.Post(PathSignOut, e.pageHandler(e.signOut))
 	r.Get(PathDevices, e.pageHandler(e.devicesPage))
 	r.Post(PathRevokeDevice, e.pageHandler(e.revokeDevice))
 	r.Get(PathQRPNG, e.qrPNG)
@@ -82,6 +84,7 @@ func (e *Edge) Handler() http.Handler {
 			oauth.WriteError(w, oauth.ErrInvalidRequest.WithDescription("No endpoint at %s.", req.URL.Path).WithStatus(http.StatusNotFound))
 			return
 		}
+		pageHeaders(w)
 		http.NotFound(w, req)
 	})
 	return r

@@ -131,3 +131,22 @@ func (e *Edge) validConfirmation(r *http.Request, userCode, token string) bool {
 	want := e.confirmationToken(r, userCode)
 	return want != "" && token != "" && hmac.Equal([]byte(want), []byte(token))
 }
+
+// endSession deletes the request's session, if any, and expires its cookie.
+func (e *Edge) endSession(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	if cookie, err := r.Cookie(sessionCookie); err == nil && cookie.Value != "" && len(cookie.Value) <= 128 {
+		if err := e.sessions.Delete(ctx, e.hasher.SessionID(cookie.Value)); err != nil {
+			return err
+		}
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name:     sessionCookie,
+		Value:    "",
+		Path:     "/",
+		MaxAge:   -1,
+		HttpOnly: true,
+		Secure:   e.secureCookie,
+		SameSite: http.SameSiteLaxMode,
+	})
+	return nil
+}

@@ -348,6 +348,29 @@ func (e *Edge) signIn(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// signOut ends the session, for a person on a shared phone or signed in as
+// someone else, and returns to the code's sign-in page or to the code page.
+func (e *Edge) signOut(w http.ResponseWriter, r *http.Request) error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
+	if !e.validCSRF(r) {
+		http.Redirect(w, r, PathDevice, http.StatusSeeOther)
+		return nil
+	}
+	if err := e.endSession(r.Context(), w, r); err != nil {
+		return err
+	}
+	zerolog.Ctx(r.Context()).Info().Msg("signed out")
+
+	userCode, err := codes.NormalizeUserCode(r.PostFormValue("user_code"))
+	confirmation := r.PostFormValue("confirmed")
+	if err == nil && e.validConfirmation(r, userCode, confirmation) {
+		http.Redirect(w, r, consentPath(userCode, confirmation), http.StatusSeeOther)
+		return nil
+	}
+	http.Redirect(w, r, PathDevice, http.StatusSeeOther)
+	return nil
+}
+
 // submitDecision publishes the person's approval or denial. The account is
 // the session's, never a form field.
 func (e *Edge) submitDecision(w http.ResponseWriter, r *http.Request) error {
