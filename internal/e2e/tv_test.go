@@ -46,9 +46,9 @@ func (s *screen) String() string {
 	return s.buf.String()
 }
 
-// runTV runs the reference TV client in the background and returns its
-// screen and the channel of its result.
-func runTV(t *testing.T, sys *system) (*screen, <-chan error, *tvclient.Identity) {
+// runTV runs the reference TV client in the background, holding each poll
+// for up to hold, and returns its screen and the channel of its result.
+func runTV(t *testing.T, sys *system, hold time.Duration) (*screen, <-chan error, *tvclient.Identity) {
 	t.Helper()
 	out := &screen{link: make(chan string, 1)}
 	done := make(chan error, 1)
@@ -58,7 +58,7 @@ func runTV(t *testing.T, sys *system) (*screen, <-chan error, *tvclient.Identity
 			Server:         sys.URL,
 			ClientID:       devstack.DemoClientID,
 			Scopes:         []string{"profile", "offline_access"},
-			Hold:           20 * time.Second,
+			Hold:           hold,
 			DarkBackground: true,
 			Out:            out,
 		})
@@ -71,7 +71,7 @@ func runTV(t *testing.T, sys *system) (*screen, <-chan error, *tvclient.Identity
 func TestTVClientSignsIn(t *testing.T) {
 	t.Parallel()
 	sys := startSystem(t)
-	out, done, id := runTV(t, sys)
+	out, done, id := runTV(t, sys, 20*time.Second)
 
 	var link string
 	select {
@@ -117,7 +117,7 @@ func TestTVClientSignsIn(t *testing.T) {
 func TestTVClientDenied(t *testing.T) {
 	t.Parallel()
 	sys := startSystem(t)
-	out, done, _ := runTV(t, sys)
+	out, done, _ := runTV(t, sys, 20*time.Second)
 
 	link := <-out.link
 	sys.newPhone().decide(link, "deny")
@@ -128,6 +128,24 @@ func TestTVClientDenied(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the TV client did not stop within 10s of the denial")
+	}
+}
+
+func TestTVClientExpired(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	// Plain polls, so the next poll after the jump sees the expiry at once.
+	out, done, _ := runTV(t, sys, 0)
+
+	<-out.link
+	sys.clock.Advance(11 * time.Minute)
+	select {
+	case err := <-done:
+		if !errors.Is(err, tvclient.ErrExpired) {
+			t.Errorf("the TV client ended with %v, want ErrExpired", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the TV client did not stop within 10s of the expiry")
 	}
 }
 
