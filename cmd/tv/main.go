@@ -21,6 +21,7 @@ func main() {
 	clientID := flags.String("client-id", "TV_CLIENT_ID", "tv-app", "OAuth client_id of this app")
 	scope := flags.String("scope", "TV_SCOPE", "profile offline_access", "space-separated scopes to request")
 	hold := flags.Duration("hold", "TV_HOLD", 20*time.Second, "wait requested with Prefer: wait on each poll, in whole seconds; 0s polls without holding")
+	agent := flags.String("user-agent", "TV_USER_AGENT", "deviceauth-reference-tv/1 (SmartTV)", "User-Agent header; the consent page names the device kind from it")
 	light := flags.Bool("light-background", "TV_LIGHT_BACKGROUND", false, "draw the QR code for dark text on a light terminal background")
 	flags.Parse(os.Args[1:])
 
@@ -33,6 +34,7 @@ func main() {
 		Scopes:         strings.Fields(*scope),
 		Hold:           *hold,
 		DarkBackground: !*light,
+		UserAgent:      *agent,
 		Out:            os.Stdout,
 	})
 	switch {

@@ -60,6 +60,7 @@ func runTV(t *testing.T, sys *system, hold time.Duration) (*screen, <-chan error
 			Scopes:         []string{"profile", "offline_access"},
 			Hold:           hold,
 			DarkBackground: true,
+			UserAgent:      "deviceauth-reference-tv/1 (SmartTV)",
 			Out:            out,
 		})
 		id = got
@@ -111,6 +112,9 @@ func TestTVClientSignsIn(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "Signed in as demo (account "+id.Subject) {
 		t.Errorf("the TV does not say who it is signed in as:\n%s", out)
+	}
+	if _, grant := sys.onlyGrant(); grant.DeviceKind != "Smart TV" {
+		t.Errorf("the grant names the device %q, want Smart TV from the client's User-Agent", grant.DeviceKind)
 	}
 }
 

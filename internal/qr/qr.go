@@ -48,12 +48,20 @@ func SVG(content string) ([]byte, error) {
 	modules := code.Bitmap()
 	n := len(modules)
 
+	// Each run of dark modules in a row is one rectangle, which keeps the
+	// path several times shorter than one square per module.
 	var path strings.Builder
 	for y, row := range modules {
-		for x, dark := range row {
-			if dark {
-				fmt.Fprintf(&path, "M%d %dh1v1h-1z", x, y)
+		for x := 0; x < len(row); {
+			if !row[x] {
+				x++
+				continue
 			}
+			start := x
+			for x < len(row) && row[x] {
+				x++
+			}
+			fmt.Fprintf(&path, "M%d %dh%dv1h-%dz", start, y, x-start, x-start)
 		}
 	}
 

@@ -39,6 +39,9 @@ type Config struct {
 	DarkBackground bool
 	// Out receives what the TV shows.
 	Out io.Writer
+	// UserAgent is sent on every request. The server derives the device
+	// kind on the consent page from it, so a TV app should say it is one.
+	UserAgent string
 	// Transport sends the requests. Nil means http.DefaultTransport.
 	Transport http.RoundTripper
 }
@@ -63,6 +66,9 @@ func SignIn(ctx context.Context, cfg Config) (*oauth2.Token, Identity, error) {
 	base := cfg.Transport
 	if base == nil {
 		base = http.DefaultTransport
+	}
+	if cfg.UserAgent != "" {
+		base = userAgent{base: base, value: cfg.UserAgent}
 	}
 	endpoint, err := discover(ctx, &http.Client{Transport: base}, cfg.Server)
 	if err != nil {
@@ -198,4 +204,16 @@ func (p preferWait) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context())
 	req.Header.Set("Prefer", "wait="+strconv.Itoa(int(p.hold/time.Second)))
 	return p.base.RoundTrip(req)
+}
+
+// userAgent sets the User-Agent header of every request.
+type userAgent struct {
+	base  http.RoundTripper
+	value string
+}
+
+func (u userAgent) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set("User-Agent", u.value)
+	return u.base.RoundTrip(req)
 }
