@@ -138,7 +138,7 @@ func TestTVClientDenied(t *testing.T) {
 func TestTVClientExpired(t *testing.T) {
 	t.Parallel()
 	sys := startSystem(t)
-	// Plain polls, so the next poll after the jump sees the expiry at once.
+	// Plain polls, so the first poll after the jump gets expired_token.
 	out, done, _ := runTV(t, sys, 0)
 
 	<-out.link

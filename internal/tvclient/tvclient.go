@@ -40,7 +40,8 @@ type Config struct {
 	// Out receives what the TV shows.
 	Out io.Writer
 	// UserAgent is sent on every request. The server derives the device
-	// kind on the consent page from it, so a TV app should say it is one.
+	// kind on the consent page from it, so a TV app should identify itself
+	// as a TV.
 	UserAgent string
 	// Transport sends the requests. Nil means http.DefaultTransport.
 	Transport http.RoundTripper
