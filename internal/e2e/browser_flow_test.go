@@ -96,7 +96,7 @@ func TestBrowserApproveFromQRLink(t *testing.T) {
 
 	browser.waitForPage("Allow this device?")
 	consent := browser.text("main")
-	for _, want := range []string{"StreamCo TV", da.UserCode, "Signed in as demo", "See your profile name", "Stay signed in"} {
+	for _, want := range []string{"StreamCo TV", da.UserCode, "Signed in as demo", "See your profile name", "Stay signed in", "(just now)", "127.0.0.0/24"} {
 		if !strings.Contains(consent, want) {
 			t.Errorf("consent page does not show %q:\n%s", want, consent)
 		}

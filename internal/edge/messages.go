@@ -128,6 +128,16 @@ func (l localizer) Minutes(d time.Duration) string {
 	return l.T("duration.minutes."+l.catalog.plural(n), n)
 }
 
+// Ago returns how long ago something happened, in whole minutes, for
+// people who do not live in UTC and for spotting an old request.
+func (l localizer) Ago(d time.Duration) string {
+	n := int(d / time.Minute)
+	if n < 1 {
+		return l.T("time.just_now")
+	}
+	return l.T("time.minutes_ago."+l.catalog.plural(n), n)
+}
+
 // Time returns a time in the catalog's format, in UTC.
 //
 // NOTE: Go's time layouts print English month names, so a catalog for
@@ -187,6 +197,9 @@ var english = &catalog{
 		"duration.minutes.one":         "%d minute",
 		"duration.minutes.other":       "%d minutes",
 		"code.dash":                    "dash",
+		"time.just_now":                "just now",
+		"time.minutes_ago.one":         "%d minute ago",
+		"time.minutes_ago.other":       "%d minutes ago",
 		"device_kind.smart_tv":         "Smart TV",
 		"device_kind.game_console":     "Game console",
 		"device_kind.phone":            "Phone",

@@ -13,7 +13,7 @@ import (
 
 // usedKey matches message keys in templates ({{.L.T "title.consent"}}) and
 // in Go source ("error.bad_code").
-var usedKey = regexp.MustCompile(`"((?:title|enter|confirm|signin|signout|consent|scope|result|link|error|devices|duration|format|code|device_kind)\.[a-z_.-]+)"`)
+var usedKey = regexp.MustCompile(`"((?:title|time|enter|confirm|signin|signout|consent|scope|result|link|error|devices|duration|format|code|device_kind)\.[a-z_.-]+)"`)
 
 func TestCatalogHasEveryUsedKey(t *testing.T) {
 	var sources []string
@@ -123,6 +123,9 @@ func TestLocalizerFormats(t *testing.T) {
 		{"spelt code", l.Spell("BCDF-GHJK"), "B C D F dash G H J K"},
 		{"known scope", l.Scope("profile"), "See your profile name and viewing preferences"},
 		{"unknown scope", l.Scope("admin"), "Access “admin”"},
+		{"just now", l.Ago(59 * time.Second), "just now"},
+		{"one minute ago", l.Ago(90 * time.Second), "1 minute ago"},
+		{"minutes ago", l.Ago(7 * time.Minute), "7 minutes ago"},
 		{"time in UTC", l.Time(time.Date(2026, 3, 1, 9, 5, 0, 0, time.FixedZone("x", 3600))), "1 Mar 2026, 08:05 UTC"},
 	}
 	for _, tc := range cases {

@@ -64,6 +64,7 @@ type pageData struct {
 	DeviceKind    string
 	Scopes        []string
 	RequestedAt   time.Time
+	RequestedAgo  time.Duration
 	RequestedFrom string
 
 	// Outcome chooses the text of the result page: approved, denied,

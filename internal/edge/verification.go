@@ -280,6 +280,7 @@ func (e *Edge) showConsent(w http.ResponseWriter, r *http.Request, userCode, con
 	data.DeviceKind = found.record.DeviceKind
 	data.Scopes = found.record.Scopes
 	data.RequestedAt = found.record.CreatedAt
+	data.RequestedAgo = e.cfg.Now().Sub(found.record.CreatedAt)
 	data.RequestedFrom = found.record.RequestedFrom
 	e.render(w, r, http.StatusOK, "consent", data)
 	return nil
