@@ -88,6 +88,11 @@ const (
 	BucketRefreshTokens = "refresh_tokens"
 	// BucketKeys holds the issuer's public keys under KeySetKey.
 	BucketKeys = "signing_keys"
+	// BucketRateLimits maps "<limit>.<keyed hash of the subject>.<window
+	// start in Unix seconds>" to the number of failures counted in that
+	// window, an integer. Every edge counts in the same keys, so a limit
+	// holds across edges.
+	BucketRateLimits = "rate_limits"
 )
 
 // KeySetKey is the key in BucketKeys whose value is the JWKS (RFC 7517) of

@@ -130,10 +130,13 @@ type Session struct {
 // Grant is the value stored in BucketGrants: what a person allowed one
 // client, and the tokens minted for it.
 type Grant struct {
-	ID             string    `json:"id"`
-	CodeID         string    `json:"code_id"`
-	ClientID       string    `json:"client_id"`
-	AccountID      string    `json:"account_id"`
+	ID        string `json:"id"`
+	CodeID    string `json:"code_id"`
+	ClientID  string `json:"client_id"`
+	AccountID string `json:"account_id"`
+	// Username is the approving person's username when the grant was made,
+	// for the preferred_username claim of refreshed access tokens.
+	Username       string    `json:"username,omitempty"`
 	Scopes         []string  `json:"scopes"`
 	CreatedAt      time.Time `json:"created_at"`
 	AccessTokenID  string    `json:"access_token_id"`

@@ -53,6 +53,8 @@ const (
 	purposeSession      = "session\x00"
 	purposeRefreshToken = "refresh-token\x00"
 	purposeCSRF         = "csrf\x00"
+	purposeRateLimit    = "rate-limit\x00"
+	purposeConfirmation = "confirmation\x00"
 )
 
 func (h *Hasher) sum(purpose, secret string) string {
@@ -74,6 +76,17 @@ func (h *Hasher) SessionID(sessionID string) string { return h.sum(purposeSessio
 
 // RefreshTokenID returns the storage key of a refresh token.
 func (h *Hasher) RefreshTokenID(token string) string { return h.sum(purposeRefreshToken, token) }
+
+// RateLimitID returns the storage key part for the subject of a rate limit,
+// such as an address, a username or a browser's cookie, so counters name no
+// person and no secret.
+func (h *Hasher) RateLimitID(subject string) string { return h.sum(purposeRateLimit, subject)[:32] }
+
+// ConfirmationToken returns the proof that the browser with a CSRF cookie
+// value confirmed a canonical user code, for the address of its consent page.
+func (h *Hasher) ConfirmationToken(cookie, userCode string) string {
+	return h.sum(purposeConfirmation, cookie+"\x00"+userCode)
+}
 
 // CSRFToken returns the form token that matches a CSRF cookie value.
 func (h *Hasher) CSRFToken(cookie string) string { return h.sum(purposeCSRF, cookie) }

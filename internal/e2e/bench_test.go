@@ -235,7 +235,7 @@ func (a *approvalBench) keepHolding(ctx context.Context, client *http.Client, de
 			return fmt.Errorf("token request: %w", res.err)
 		}
 
-		switch code := oauthErrorCode(res.body); {
+		switch code := bodyErrorCode(res.body); {
 		case res.status == http.StatusBadRequest && code == oauth.CodeAuthorizationPending:
 		case res.status == http.StatusBadRequest && code == oauth.CodeExpiredToken:
 			da, err := requestCode(ctx, client, a.sys.URL)
@@ -361,9 +361,9 @@ func requestCode(ctx context.Context, client *http.Client, baseURL string) (oaut
 	return da, nil
 }
 
-// oauthErrorCode returns the "error" member of an OAuth error response, or
+// bodyErrorCode returns the "error" member of an OAuth error response, or
 // "" when body is not one.
-func oauthErrorCode(body []byte) string {
+func bodyErrorCode(body []byte) string {
 	var e struct {
 		Error string `json:"error"`
 	}

@@ -77,6 +77,8 @@ func TestDeviceFlowWithOAuth2Library(t *testing.T) {
 		"aud":       devstack.DefaultAudience,
 		"client_id": devstack.DemoClientID,
 		"scope":     "profile offline_access",
+		// Added so a device can show who it is signed in as.
+		"preferred_username": devstack.DemoUsername,
 	} {
 		if got := claims[name]; got != want {
 			t.Errorf("claim %s = %v, want %v", name, got, want)

@@ -47,6 +47,8 @@ type system struct {
 	dataDir string
 	// errorLogs counts log lines at error level or above.
 	errorLogs *atomic.Int32
+	// limits are the edge's abuse limits, which a second edge shares.
+	limits edge.Limits
 }
 
 // Clients seeded for the tests besides the demo client.
@@ -92,7 +94,7 @@ func startSystem(t testing.TB, opts ...systemOption) *system {
 	server.Config.Handler = stack.Edge.Handler()
 	server.Start()
 
-	s := &system{t: t, stack: stack, server: server, clock: c, URL: publicURL, dataDir: cfg.DataDir, errorLogs: errorLogs}
+	s := &system{t: t, stack: stack, server: server, clock: c, URL: publicURL, dataDir: cfg.DataDir, errorLogs: errorLogs, limits: cfg.Edge.Limits}
 	t.Cleanup(func() {
 		server.CloseClientConnections()
 		stack.Edge.Close()
@@ -109,6 +111,16 @@ func startSystem(t testing.TB, opts ...systemOption) *system {
 // seedClient stores a client and waits until the edge sees it.
 func (s *system) seedClient(c events.Client) {
 	s.t.Helper()
+	s.storeClient(c)
+	waitFor(s.t, 5*time.Second, "edge to see client "+c.ID, func() bool {
+		resp := s.postForm(edge.PathDeviceAuthorization, url.Values{"client_id": {c.ID}}, nil)
+		return resp.StatusCode != http.StatusUnauthorized
+	})
+}
+
+// storeClient stores a client, as an operator does.
+func (s *system) storeClient(c events.Client) {
+	s.t.Helper()
 	nc := s.conn()
 	js, _ := jetstream.New(nc)
 	bucket, err := js.KeyValue(s.t.Context(), events.BucketClients)
@@ -118,10 +130,6 @@ func (s *system) seedClient(c events.Client) {
 	if _, err := kv.New[events.Client](bucket).Put(s.t.Context(), c.ID, c); err != nil {
 		s.t.Fatalf("store client %s: %v", c.ID, err)
 	}
-	waitFor(s.t, 5*time.Second, "edge to see client "+c.ID, func() bool {
-		resp := s.postForm(edge.PathDeviceAuthorization, url.Values{"client_id": {c.ID}}, nil)
-		return resp.StatusCode != http.StatusUnauthorized
-	})
 }
 
 // conn opens a NATS connection to the embedded server for the test itself.
@@ -253,6 +261,8 @@ func (s *system) newPhone() *phone {
 var (
 	csrfField  = regexp.MustCompile(`name="csrf_token" value="([^"]+)"`)
 	titleField = regexp.MustCompile(`<h1>([^<]*)</h1>`)
+
+	confirmedField = regexp.MustCompile(`name="confirmed" value="([^"]+)"`)
 )
 
 // page is an HTML page the phone loaded.
@@ -267,6 +277,16 @@ func (p page) title() string {
 		return m[1]
 	}
 	return ""
+}
+
+// confirmation returns the hidden confirmation token of the page's form.
+func (p page) confirmation(t testing.TB) string {
+	t.Helper()
+	m := confirmedField.FindStringSubmatch(p.Body)
+	if m == nil {
+		t.Fatalf("page %q has no confirmation token", p.title())
+	}
+	return m[1]
 }
 
 func (p page) csrf(t testing.TB) string {
@@ -328,6 +348,7 @@ func (ph *phone) decideAndSignal(verificationURIComplete, decision string, start
 	consent := ph.post(edge.PathSignIn, url.Values{
 		"csrf_token": {signIn.csrf(ph.t)},
 		"user_code":  {userCode},
+		"confirmed":  {signIn.confirmation(ph.t)},
 		"username":   {devstack.DemoUsername},
 		"password":   {devstack.DemoPassword},
 	})
@@ -338,6 +359,7 @@ func (ph *phone) decideAndSignal(verificationURIComplete, decision string, start
 	form := url.Values{
 		"csrf_token": {consent.csrf(ph.t)},
 		"user_code":  {userCode},
+		"confirmed":  {consent.confirmation(ph.t)},
 		"decision":   {decision},
 	}
 	if started != nil {

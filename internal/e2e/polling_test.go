@@ -50,6 +50,7 @@ func (s *system) secondEdge() string {
 		PublicURL:    s.URL,
 		HashKey:      key,
 		PollInterval: time.Second,
+		Limits:       s.limits,
 		Now:          s.clock.Now,
 	}, zerolog.Nop())
 	if err != nil {
@@ -127,8 +128,8 @@ func TestPollExpiredCode(t *testing.T) {
 	ph := sys.newPhone()
 	confirm := ph.get(da.VerificationURIComplete)
 	result := ph.post(edge.PathDevice, url.Values{"csrf_token": {confirm.csrf(t)}, "user_code": {da.UserCode}})
-	if result.Status != http.StatusBadRequest {
-		t.Errorf("expired code on the phone: status %d, want 400", result.Status)
+	if result.Status != http.StatusGone {
+		t.Errorf("expired code on the phone: status %d, want 410", result.Status)
 	}
 	if !strings.Contains(result.Body, "expired") {
 		t.Errorf("expired code on the phone: page %q does not say the code expired", result.title())
@@ -376,14 +377,17 @@ func TestHeldPollReadsNoStorage(t *testing.T) {
 
 	var reads atomic.Int32
 	nc := sys.conn()
+	var subs []*nats.Subscription
 	for _, subject := range []string{
 		"$JS.API.DIRECT.GET.KV_" + events.BucketCodes + ".>",
 		"$JS.API.DIRECT.GET.KV_" + events.BucketCodes,
 		"$JS.API.STREAM.MSG.GET.KV_" + events.BucketCodes,
 	} {
-		if _, err := nc.Subscribe(subject, func(*nats.Msg) { reads.Add(1) }); err != nil {
+		sub, err := nc.Subscribe(subject, func(*nats.Msg) { reads.Add(1) })
+		if err != nil {
 			t.Fatalf("subscribe %s: %v", subject, err)
 		}
+		subs = append(subs, sub)
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatalf("flush: %v", err)
@@ -392,14 +396,21 @@ func TestHeldPollReadsNoStorage(t *testing.T) {
 	done := make(chan response, 1)
 	go func() { done <- sys.poll(devstack.DemoClientID, da.DeviceCode, 20*time.Second) }()
 	sys.waitForPoll(da.DeviceCode)
-	// The server queues the read requests seen so far to this connection
-	// before it answers the flush, so the count below is complete.
+	// The counting callbacks run asynchronously, so the reads made so far
+	// (the poll's own and waitForPoll's) may not be counted yet: wait until
+	// the server has delivered them all and the callbacks have run.
+	waitFor(t, 5*time.Second, "the KV read of the poll itself to be counted", func() bool { return reads.Load() > 0 })
 	if err := nc.Flush(); err != nil {
 		t.Fatalf("flush: %v", err)
 	}
-	if reads.Load() == 0 {
-		t.Fatal("no KV read seen for the poll itself; the counter is not working")
-	}
+	waitFor(t, 5*time.Second, "the counting callbacks to catch up", func() bool {
+		for _, sub := range subs {
+			if n, _, _ := sub.Pending(); n > 0 {
+				return false
+			}
+		}
+		return true
+	})
 
 	before := reads.Load()
 	time.Sleep(3 * time.Second) // The interval being measured, not a wait for a condition.

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strings"
 	"time"
 
@@ -106,7 +105,7 @@ func (e *Edge) deviceAuthorization(w http.ResponseWriter, r *http.Request) error
 		DeviceCode:              deviceCode,
 		UserCode:                formatted,
 		VerificationURI:         e.url(PathDevice),
-		VerificationURIComplete: e.url(PathDevice) + "?user_code=" + url.QueryEscape(formatted),
+		VerificationURIComplete: e.verificationURIComplete(userCode),
 		ExpiresIn:               int(lifetime / time.Second),
 		Interval:                int(interval / time.Second),
 	})

@@ -60,6 +60,9 @@ type Config struct {
 	// 12 hours, the lifetime of the sessions bucket.
 	SessionLifetime time.Duration
 
+	// Limits are the abuse limits of the phone pages and the approval API.
+	Limits Limits
+
 	// PasswordCost is the bcrypt cost of password hashes. Zero means
 	// bcrypt.DefaultCost; tests lower it to save time.
 	PasswordCost int
@@ -86,6 +89,7 @@ func (c *Config) setDefaults() {
 	if c.SessionLifetime == 0 {
 		c.SessionLifetime = 12 * time.Hour
 	}
+	c.Limits.setDefaults()
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -113,6 +117,7 @@ func (c *Config) Validate() error {
 	if c.MaxHold > 55*time.Second {
 		errs = append(errs, fmt.Errorf("max hold %s must be at most 55s to stay under common proxy idle timeouts", c.MaxHold))
 	}
+	errs = append(errs, c.Limits.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -134,9 +139,11 @@ type Edge struct {
 	userCodes *kv.Bucket[string]
 	sessions  *kv.Bucket[events.Session]
 	keys      *kv.Bucket[events.KeySet]
+	grants    *kv.Bucket[events.Grant]
 	refresh   *kv.Bucket[events.RefreshToken]
 	revoker   *grants.Revoker
 	verifier  *accesstoken.Verifier
+	limiter   *limiter
 
 	// closing is closed when the edge begins to stop, which ends every
 	// held poll at once.
@@ -184,7 +191,7 @@ func (e *Edge) Start(ctx context.Context) error {
 	buckets, err := natsinfra.EnsureBuckets(ctx, e.js, e.cfg.Storage,
 		events.BucketCodes, events.BucketUserCodes, events.BucketClients,
 		events.BucketAccounts, events.BucketSessions, events.BucketKeys,
-		events.BucketGrants, events.BucketRefreshTokens)
+		events.BucketGrants, events.BucketRefreshTokens, events.BucketRateLimits)
 	if err != nil {
 		return err
 	}
@@ -193,12 +200,18 @@ func (e *Edge) Start(ctx context.Context) error {
 	e.userCodes = kv.New[string](buckets[events.BucketUserCodes])
 	e.sessions = kv.New[events.Session](buckets[events.BucketSessions])
 	e.keys = kv.New[events.KeySet](buckets[events.BucketKeys])
+	e.grants = kv.New[events.Grant](buckets[events.BucketGrants])
 	e.refresh = kv.New[events.RefreshToken](buckets[events.BucketRefreshTokens])
 	e.revoker = &grants.Revoker{
-		Grants:  kv.New[events.Grant](buckets[events.BucketGrants]),
+		Grants:  e.grants,
 		Refresh: e.refresh,
 		JS:      e.js,
 		Now:     e.cfg.Now,
+	}
+	e.limiter = &limiter{
+		bucket: kv.New[int](buckets[events.BucketRateLimits]),
+		id:     e.hasher.RateLimitID,
+		now:    e.cfg.Now,
 	}
 	e.accounts = accounts.NewStore(kv.New[events.Account](buckets[events.BucketAccounts]), e.cfg.PasswordCost)
 	e.clients, err = clients.Watch(ctx, kv.New[events.Client](buckets[events.BucketClients]))

@@ -42,45 +42,40 @@ func loadPages() (*pages, error) {
 	return p, nil
 }
 
-// pageData is what every page template receives.
+// pageData is the input of every page template. Title and Error are
+// message keys, translated by L.
 type pageData struct {
+	L         localizer
 	Title     string
 	CSRFToken string
 	Error     string
 	// UserCode is the code in its XXXX-XXXX form.
 	UserCode string
-	Username string
+	// Confirmation is the browser's proof that it confirmed UserCode,
+	// carried by the sign-in and consent forms.
+	Confirmation string
+	Username     string
+	// Next is the page the sign-in form returns to: "" for the code's
+	// consent page, "devices" for the devices page. It is one of these
+	// fixed names, never an address, so no form can steer a redirect.
+	Next string
 
 	ClientName    string
 	DeviceKind    string
-	Scopes        []scopeText
+	Scopes        []string
 	RequestedAt   time.Time
+	RequestedAgo  time.Duration
 	RequestedFrom string
 
+	// Outcome chooses the text of the result page: approved, denied,
+	// expired, unknown, disabled, limited or error.
 	Outcome string
-}
+	// RetryAfter is how long a limited person must wait.
+	RetryAfter time.Duration
 
-type scopeText struct {
-	Name        string
-	Description string
-}
-
-// scopeDescriptions says in plain words what each scope lets a device do.
-var scopeDescriptions = map[string]string{
-	"profile":        "See your profile name and viewing preferences",
-	"offline_access": "Stay signed in until you remove the device",
-}
-
-func describeScopes(scopes []string) []scopeText {
-	out := make([]scopeText, 0, len(scopes))
-	for _, s := range scopes {
-		d, ok := scopeDescriptions[s]
-		if !ok {
-			d = "Access “" + s + "”"
-		}
-		out = append(out, scopeText{Name: s, Description: d})
-	}
-	return out
+	Devices []deviceView
+	// Notice is a confirmation shown at the top of the devices page.
+	Notice string
 }
 
 // pageHeaders are set on every page: no framing (clickjacking), no scripts
@@ -104,6 +99,7 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, status int, name s
 		http.Error(w, "Something went wrong. Try again.", http.StatusInternalServerError)
 		return
 	}
+	data.L = e.localizer(r)
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", data); err != nil {
 		zerolog.Ctx(r.Context()).Error().Err(err).Str("page", name).Msg("rendering page failed")
@@ -112,6 +108,8 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, status int, name s
 	}
 	pageHeaders(w)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Language", data.L.Lang())
+	w.Header().Set("Vary", "Accept-Language, Cookie")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }
@@ -126,7 +124,7 @@ func (e *Edge) pageHandler(h func(w http.ResponseWriter, r *http.Request) error)
 			}
 			zerolog.Ctx(r.Context()).Error().Err(err).Msg("page request failed")
 			e.render(w, r, http.StatusInternalServerError, "result", pageData{
-				Title:   "Something went wrong",
+				Title:   "title.error",
 				Outcome: "error",
 			})
 		}

@@ -22,8 +22,19 @@ const (
 	PathMetadata            = "/.well-known/oauth-authorization-server"
 	PathDevice              = "/device"
 	PathSignIn              = "/device/signin"
+	PathSignOut             = "/device/signout"
 	PathConsent             = "/device/consent"
+	PathDevices             = "/device/devices"
+	PathRevokeDevice        = "/device/devices/revoke"
+	PathQRPNG               = "/device/qr.png"
+	PathQRSVG               = "/device/qr.svg"
 	PathHealth              = "/healthz"
+
+	// The approval API of the service's phone app.
+	PathAPI         = "/api/device"
+	PathAPISignIn   = PathAPI + "/session"
+	PathAPILookup   = PathAPI + "/lookup"
+	PathAPIDecision = PathAPI + "/decision"
 )
 
 // Handler returns the edge's HTTP handler.
@@ -45,11 +56,29 @@ func (e *Edge) Handler() http.Handler {
 		r.With(middleware.GetHead).Get(PathJWKS, e.jwks)
 	})
 
+	r.Route(PathAPI, func(r chi.Router) {
+		r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Allow", http.MethodPost)
+			oauth.WriteError(w, oauth.ErrInvalidRequest.WithDescription("Use POST.").WithStatus(http.StatusMethodNotAllowed))
+		})
+		r.NotFound(func(w http.ResponseWriter, req *http.Request) {
+			oauth.WriteError(w, oauth.ErrInvalidRequest.WithDescription("No endpoint at %s.", req.URL.Path).WithStatus(http.StatusNotFound))
+		})
+		r.Post(PathAPISignIn[len(PathAPI):], e.oauthHandler(e.apiSignIn))
+		r.Post(PathAPILookup[len(PathAPI):], e.oauthHandler(e.apiLookup))
+		r.Post(PathAPIDecision[len(PathAPI):], e.oauthHandler(e.apiDecision))
+	})
+
 	r.Get(PathDevice, e.pageHandler(e.enterCodePage))
 	r.Post(PathDevice, e.pageHandler(e.submitCode))
 	r.Get(PathConsent, e.pageHandler(e.consentPage))
 	r.Post(PathConsent, e.pageHandler(e.submitDecision))
 	r.Post(PathSignIn, e.pageHandler(e.signIn))
+	r.Post(PathSignOut, e.pageHandler(e.signOut))
+	r.Get(PathDevices, e.pageHandler(e.devicesPage))
+	r.Post(PathRevokeDevice, e.pageHandler(e.revokeDevice))
+	r.Get(PathQRPNG, e.qrPNG)
+	r.Get(PathQRSVG, e.qrSVG)
 	r.Get("/static/*", e.static)
 	r.Get(PathHealth, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -61,6 +90,7 @@ func (e *Edge) Handler() http.Handler {
 			oauth.WriteError(w, oauth.ErrInvalidRequest.WithDescription("No endpoint at %s.", req.URL.Path).WithStatus(http.StatusNotFound))
 			return
 		}
+		pageHeaders(w)
 		http.NotFound(w, req)
 	})
 	return r

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"errors"
 	"net/http"
@@ -79,12 +80,10 @@ func (e *Edge) csrfToken(w http.ResponseWriter, r *http.Request) string {
 	return e.hasher.CSRFToken(value)
 }
 
-// validCSRF checks a form post: the token must match the cookie, and an
-// Origin header, when the browser sends one, must be our own. "null", sent
-// from sandboxed frames and some redirects, is rejected too: our forms post
-// to their own origin.
+// validCSRF checks a form post: the token must match the cookie, and the
+// request must come from the edge's own pages (see originAllowed).
 func (e *Edge) validCSRF(r *http.Request) bool {
-	if origin := r.Header.Get("Origin"); origin != "" && origin != e.ownOrigin() {
+	if !e.originAllowed(r) {
 		return false
 	}
 	cookie, err := r.Cookie(csrfCookie)
@@ -92,4 +91,60 @@ func (e *Edge) validCSRF(r *http.Request) bool {
 		return false
 	}
 	return e.hasher.ValidCSRFToken(cookie.Value, r.PostFormValue("csrf_token"))
+}
+
+// originAllowed reports whether a state-changing request comes from the
+// edge's own pages. An Origin header other than "null" must be the edge's
+// own, and a Sec-Fetch-Site header must not name another site. "null" is
+// what browsers send for our own forms, because the pages set
+// Referrer-Policy: no-referrer; the CSRF token still guards those posts.
+func (e *Edge) originAllowed(r *http.Request) bool {
+	if origin := r.Header.Get("Origin"); origin != "" && origin != "null" && origin != e.ownOrigin() {
+		return false
+	}
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+		return true
+	default:
+		return false
+	}
+}
+
+// confirmationToken returns the proof, bound to this browser's CSRF cookie,
+// that the person confirmed or typed userCode on the code page. It is empty
+// when the browser has no CSRF cookie.
+func (e *Edge) confirmationToken(r *http.Request, userCode string) string {
+	cookie, err := r.Cookie(csrfCookie)
+	if err != nil || cookie.Value == "" {
+		return ""
+	}
+	return e.hasher.ConfirmationToken(cookie.Value, userCode)
+}
+
+// validConfirmation reports whether token proves that this browser confirmed
+// userCode. Without it the consent page sends the person to the
+// confirmation page, so a link to the consent page from elsewhere never
+// skips the question "Is this your code?".
+func (e *Edge) validConfirmation(r *http.Request, userCode, token string) bool {
+	want := e.confirmationToken(r, userCode)
+	return want != "" && token != "" && hmac.Equal([]byte(want), []byte(token))
+}
+
+// endSession deletes the request's session, if any, and expires its cookie.
+func (e *Edge) endSession(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	if cookie, err := r.Cookie(sessionCookie); err == nil && cookie.Value != "" && len(cookie.Value) <= 128 {
+		if err := e.sessions.Delete(ctx, e.hasher.SessionID(cookie.Value)); err != nil {
+			return err
+		}
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name:     sessionCookie,
+		Value:    "",
+		Path:     "/",
+		MaxAge:   -1,
+		HttpOnly: true,
+		Secure:   e.secureCookie,
+		SameSite: http.SameSiteLaxMode,
+	})
+	return nil
 }

@@ -49,7 +49,10 @@ func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !clients.AllowsGrant(client, grantType) || (grantType == oauth.GrantTypeDeviceCode && client.DeviceFlowDisabled) {
+	if grantType == oauth.GrantTypeDeviceCode && client.DeviceFlowDisabled {
+		return oauth.ErrUnauthorizedClient.WithDescription("The device authorization grant is switched off for this client.")
+	}
+	if !clients.AllowsGrant(client, grantType) {
 		return oauth.ErrUnauthorizedClient.WithDescription("This client may not use grant type %q.", grantType)
 	}
 	if grantType == oauth.GrantTypeRefreshToken {

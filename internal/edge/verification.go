@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -17,60 +18,140 @@ import (
 // maxPageFormBytes bounds the body of a form posted from a page.
 const maxPageFormBytes = 8 << 10
 
-// Messages shown on the pages.
-const (
-	msgBadCode     = "That code isn't valid. Check the code on your TV and try again."
-	msgExpiredCode = "That code has expired or was already used. Start again on your TV to get a new code."
-	msgFormExpired = "This form has expired. Please try again."
-	msgBadSignIn   = "The username or password is wrong."
-	msgNoCodeYet   = "Enter the code shown on your TV."
-	msgBadDecision = "Choose Allow or Deny."
-	titleEnterCode = "Connect a device"
-	titleConfirm   = "Is this your code?"
-	titleSignIn    = "Sign in"
-	titleConsent   = "Allow this device?"
-	titleApproved  = "Device connected"
-	titleDenied    = "Request denied"
-	titleExpired   = "Code expired"
-)
-
-// codeProblem says why a user code cannot be approved.
+// codeProblem is the reason a user code cannot be approved.
 type codeProblem int
 
 const (
 	codeOK codeProblem = iota
 	codeUnknown
 	codeExpired
+	// codeDisabled means an operator switched the device flow off for the
+	// code's client (events.Client.DeviceFlowDisabled), or removed it.
+	codeDisabled
+	// codeLimited means too many wrong codes came from this browser, this
+	// address or everywhere; the code was not looked up.
+	codeLimited
 )
 
+// foundCode is the result of looking up a user code for a person.
+type foundCode struct {
+	problem    codeProblem
+	codeID     string
+	record     events.CodeRecord
+	client     events.Client
+	retryAfter time.Duration
+}
+
 // lookupUserCode finds the pending code a canonical user code belongs to.
-func (e *Edge) lookupUserCode(ctx context.Context, userCode string) (string, events.CodeRecord, codeProblem, error) {
+func (e *Edge) lookupUserCode(ctx context.Context, userCode string) (foundCode, error) {
 	codeID, _, err := e.userCodes.Get(ctx, e.hasher.UserCodeID(userCode))
 	if errors.Is(err, kv.ErrNotFound) {
-		return "", events.CodeRecord{}, codeUnknown, nil
+		return foundCode{problem: codeUnknown}, nil
 	}
 	if err != nil {
-		return "", events.CodeRecord{}, 0, err
+		return foundCode{}, err
 	}
 
 	rec, _, err := e.codes.Get(ctx, codeID)
 	if errors.Is(err, kv.ErrNotFound) {
-		return "", events.CodeRecord{}, codeExpired, nil
+		return foundCode{problem: codeExpired}, nil
 	}
 	if err != nil {
-		return "", events.CodeRecord{}, 0, err
+		return foundCode{}, err
 	}
+	found := foundCode{codeID: codeID, record: rec}
 	if rec.State != events.StatePending || !e.cfg.Now().Before(rec.ExpiresAt) {
-		return codeID, rec, codeExpired, nil
+		found.problem = codeExpired
+		return found, nil
 	}
-	return codeID, rec, codeOK, nil
+	client, ok := e.clients.Lookup(rec.ClientID)
+	if !ok || client.DeviceFlowDisabled {
+		found.problem = codeDisabled
+		return found, nil
+	}
+	found.client = client
+	return found, nil
+}
+
+// findCode looks up a user code on behalf of a person, under the limits on
+// wrong codes. A request over a limit gets codeLimited without a lookup, and
+// an unknown code counts against every limit. Expired codes do
+// not count, because they were real codes and guessing them gains nothing.
+func (e *Edge) findCode(r *http.Request, userCode string) (foundCode, error) {
+	counters := e.codeCounters(r)
+	wait, err := e.checkLimits(r, counters)
+	if err != nil {
+		return foundCode{}, err
+	}
+	if wait > 0 {
+		return foundCode{problem: codeLimited, retryAfter: wait}, nil
+	}
+
+	found, err := e.lookupUserCode(r.Context(), userCode)
+	if err != nil {
+		return foundCode{}, err
+	}
+	if found.problem == codeUnknown {
+		zerolog.Ctx(r.Context()).Debug().Str("network", addressNetwork(r.RemoteAddr)).Msg("unknown user code entered")
+		if err := e.limiter.fail(r.Context(), counters...); err != nil {
+			return foundCode{}, err
+		}
+	}
+	return found, nil
+}
+
+// clientName returns the display name of a client.
+func clientName(c events.Client, id string) string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return id
+}
+
+// renderOutcome shows the result page of a flow that ended: approved,
+// denied, expired, unknown, disabled, limited or error.
+func (e *Edge) renderOutcome(w http.ResponseWriter, r *http.Request, outcome string, data pageData) {
+	status := map[string]int{
+		"approved": http.StatusOK,
+		"denied":   http.StatusOK,
+		"expired":  http.StatusGone,
+		"unknown":  http.StatusNotFound,
+		"disabled": http.StatusForbidden,
+		"limited":  http.StatusTooManyRequests,
+	}[outcome]
+	if status == 0 {
+		status = http.StatusInternalServerError
+	}
+	if outcome == "limited" {
+		w.Header().Set("Retry-After", retryAfterSeconds(data.RetryAfter))
+	}
+	data.Title = "title." + outcome
+	data.Outcome = outcome
+	e.render(w, r, status, "result", data)
+}
+
+// renderCodeProblem shows the result page for a code that cannot be
+// approved.
+func (e *Edge) renderCodeProblem(w http.ResponseWriter, r *http.Request, found foundCode, data pageData) {
+	switch found.problem {
+	case codeLimited:
+		data.RetryAfter = found.retryAfter
+		e.renderOutcome(w, r, "limited", data)
+	case codeUnknown:
+		e.renderOutcome(w, r, "unknown", data)
+	case codeDisabled:
+		e.renderOutcome(w, r, "disabled", data)
+	default:
+		e.renderOutcome(w, r, "expired", data)
+	}
 }
 
 // enterCodePage shows the code form, or, for a code pre-filled from the
 // verification_uri_complete link, asks the person to confirm that it is the
-// code on their TV. A scanned link never approves anything by itself.
+// code on their TV. A scanned link never approves anything by itself, and
+// this page does not look the code up, so it is no oracle for guessing.
 func (e *Edge) enterCodePage(w http.ResponseWriter, r *http.Request) error {
-	data := pageData{Title: titleEnterCode, CSRFToken: e.csrfToken(w, r)}
+	data := pageData{Title: "title.enter_code", CSRFToken: e.csrfToken(w, r)}
 
 	raw := r.URL.Query().Get("user_code")
 	if raw == "" {
@@ -79,12 +160,12 @@ func (e *Edge) enterCodePage(w http.ResponseWriter, r *http.Request) error {
 	}
 	userCode, err := codes.NormalizeUserCode(raw)
 	if err != nil {
-		data.Error = msgBadCode
+		data.Error = "error.bad_code"
 		e.render(w, r, http.StatusBadRequest, "enter_code", data)
 		return nil
 	}
 
-	data.Title = titleConfirm
+	data.Title = "title.confirm"
 	data.UserCode = codes.FormatUserCode(userCode)
 	e.render(w, r, http.StatusOK, "confirm_code", data)
 	return nil
@@ -93,67 +174,85 @@ func (e *Edge) enterCodePage(w http.ResponseWriter, r *http.Request) error {
 // submitCode checks a typed or confirmed code and moves on to consent.
 func (e *Edge) submitCode(w http.ResponseWriter, r *http.Request) error {
 	r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
-	data := pageData{Title: titleEnterCode, CSRFToken: e.csrfToken(w, r)}
+	data := pageData{Title: "title.enter_code", CSRFToken: e.csrfToken(w, r)}
 	if !e.validCSRF(r) {
-		data.Error = msgFormExpired
+		data.Error = "error.form_expired"
 		e.render(w, r, http.StatusForbidden, "enter_code", data)
 		return nil
 	}
 
 	raw := r.PostFormValue("user_code")
 	if raw == "" {
-		data.Error = msgNoCodeYet
+		data.Error = "error.no_code"
 		e.render(w, r, http.StatusBadRequest, "enter_code", data)
 		return nil
 	}
+	// The form shows what was typed again, so the person can correct it.
+	data.UserCode = raw
 	userCode, err := codes.NormalizeUserCode(raw)
 	if err != nil {
-		data.Error = msgBadCode
+		data.Error = "error.bad_code"
 		e.render(w, r, http.StatusBadRequest, "enter_code", data)
 		return nil
 	}
 
-	_, _, problem, err := e.lookupUserCode(r.Context(), userCode)
+	found, err := e.findCode(r, userCode)
 	if err != nil {
 		return err
 	}
-	switch problem {
-	case codeUnknown:
-		zerolog.Ctx(r.Context()).Debug().Msg("unknown user code entered")
-		data.Error = msgBadCode
+	switch {
+	case found.problem == codeOK:
+		http.Redirect(w, r, consentPath(userCode, e.confirmationToken(r, userCode)), http.StatusSeeOther)
+	case found.problem == codeUnknown && r.PostFormValue("from") != "link":
+		data.Error = "error.bad_code"
 		e.render(w, r, http.StatusBadRequest, "enter_code", data)
-		return nil
-	case codeExpired:
-		data.Error = msgExpiredCode
-		e.render(w, r, http.StatusBadRequest, "enter_code", data)
-		return nil
+	default:
+		e.renderCodeProblem(w, r, found, pageData{UserCode: codes.FormatUserCode(userCode)})
 	}
-
-	http.Redirect(w, r, consentPath(userCode), http.StatusSeeOther)
 	return nil
 }
 
-// consentPath is the only redirect target of the pages: a fixed path with a
-// canonical user code, so no request can steer a redirect elsewhere.
-func consentPath(userCode string) string {
-	return PathConsent + "?user_code=" + url.QueryEscape(codes.FormatUserCode(userCode))
+// consentPath is the redirect target after a code is confirmed: a fixed path
+// with a canonical user code and the confirmation token, so no request can
+// steer a redirect elsewhere.
+func consentPath(userCode, confirmation string) string {
+	return PathConsent + "?user_code=" + url.QueryEscape(codes.FormatUserCode(userCode)) +
+		"&confirmed=" + url.QueryEscape(confirmation)
 }
 
-// consentPage shows what the device asks for, after sign-in.
+// confirmPath is the confirmation page of a code, where every path to
+// consent that lacks this browser's confirmation is sent.
+func confirmPath(userCode string) string {
+	return PathDevice + "?user_code=" + url.QueryEscape(codes.FormatUserCode(userCode))
+}
+
+// consentPage shows the device's request, after sign-in. A request
+// without this browser's confirmation of the code, such as a link to this
+// page sent by someone else, goes to the confirmation page first.
 func (e *Edge) consentPage(w http.ResponseWriter, r *http.Request) error {
-	userCode, err := codes.NormalizeUserCode(r.URL.Query().Get("user_code"))
+	query := r.URL.Query()
+	userCode, err := codes.NormalizeUserCode(query.Get("user_code"))
 	if err != nil {
 		http.Redirect(w, r, PathDevice, http.StatusSeeOther)
 		return nil
 	}
-	return e.showConsent(w, r, userCode, "")
+	confirmation := query.Get("confirmed")
+	if !e.validConfirmation(r, userCode, confirmation) {
+		http.Redirect(w, r, confirmPath(userCode), http.StatusSeeOther)
+		return nil
+	}
+	return e.showConsent(w, r, userCode, confirmation, "")
 }
 
-func (e *Edge) showConsent(w http.ResponseWriter, r *http.Request, userCode, problem string) error {
+// showConsent shows the consent page for userCode with an optional error
+// message key, the sign-in page when nobody is signed in, or the outcome
+// page when the code cannot be approved.
+func (e *Edge) showConsent(w http.ResponseWriter, r *http.Request, userCode, confirmation, problem string) error {
 	data := pageData{
-		CSRFToken: e.csrfToken(w, r),
-		UserCode:  codes.FormatUserCode(userCode),
-		Error:     problem,
+		CSRFToken:    e.csrfToken(w, r),
+		UserCode:     codes.FormatUserCode(userCode),
+		Confirmation: confirmation,
+		Error:        problem,
 	}
 
 	session, signedIn, err := e.currentSession(r.Context(), r)
@@ -161,56 +260,70 @@ func (e *Edge) showConsent(w http.ResponseWriter, r *http.Request, userCode, pro
 		return err
 	}
 	if !signedIn {
-		data.Title = titleSignIn
+		data.Title = "title.sign_in"
 		e.render(w, r, http.StatusOK, "signin", data)
 		return nil
 	}
 
-	_, rec, codeState, err := e.lookupUserCode(r.Context(), userCode)
+	found, err := e.findCode(r, userCode)
 	if err != nil {
 		return err
 	}
-	if codeState != codeOK {
-		data.Title = titleExpired
-		data.Outcome = "expired"
-		e.render(w, r, http.StatusGone, "result", data)
+	if found.problem != codeOK {
+		e.renderCodeProblem(w, r, found, pageData{UserCode: data.UserCode})
 		return nil
 	}
 
-	client, _ := e.clients.Lookup(rec.ClientID)
-	data.Title = titleConsent
+	data.Title = "title.consent"
 	data.Username = session.Username
-	data.ClientName = client.Name
-	if data.ClientName == "" {
-		data.ClientName = rec.ClientID
-	}
-	data.DeviceKind = rec.DeviceKind
-	data.Scopes = describeScopes(rec.Scopes)
-	data.RequestedAt = rec.CreatedAt
-	data.RequestedFrom = rec.RequestedFrom
+	data.ClientName = clientName(found.client, found.record.ClientID)
+	data.DeviceKind = found.record.DeviceKind
+	data.Scopes = found.record.Scopes
+	data.RequestedAt = found.record.CreatedAt
+	data.RequestedAgo = e.cfg.Now().Sub(found.record.CreatedAt)
+	data.RequestedFrom = found.record.RequestedFrom
 	e.render(w, r, http.StatusOK, "consent", data)
 	return nil
 }
 
-// signIn checks a username and password and returns to the consent page.
+// signIn checks a username and password, under the limits on failed
+// sign-ins, and returns to the consent page or the devices page.
 func (e *Edge) signIn(w http.ResponseWriter, r *http.Request) error {
 	r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
 	userCode, codeErr := codes.NormalizeUserCode(r.PostFormValue("user_code"))
-	data := pageData{Title: titleSignIn, CSRFToken: e.csrfToken(w, r)}
+	data := pageData{Title: "title.sign_in", CSRFToken: e.csrfToken(w, r)}
 	if codeErr == nil {
 		data.UserCode = codes.FormatUserCode(userCode)
+		data.Confirmation = r.PostFormValue("confirmed")
+	}
+	if r.PostFormValue("next") == nextDevices {
+		data.Next = nextDevices
 	}
 
 	if !e.validCSRF(r) {
-		data.Error = msgFormExpired
+		data.Error = "error.form_expired"
 		e.render(w, r, http.StatusForbidden, "signin", data)
 		return nil
 	}
 
-	account, err := e.accounts.Verify(r.Context(), r.PostFormValue("username"), r.PostFormValue("password"))
+	username := accounts.NormalizeUsername(r.PostFormValue("username"))
+	counters := e.signInCounters(r, username)
+	wait, err := e.checkLimits(r, counters)
+	if err != nil {
+		return err
+	}
+	if wait > 0 {
+		e.renderOutcome(w, r, "limited", pageData{RetryAfter: wait})
+		return nil
+	}
+
+	account, err := e.accounts.Verify(r.Context(), username, r.PostFormValue("password"))
 	if errors.Is(err, accounts.ErrInvalidCredentials) {
-		zerolog.Ctx(r.Context()).Debug().Msg("sign-in failed")
-		data.Error = msgBadSignIn
+		zerolog.Ctx(r.Context()).Debug().Str("network", addressNetwork(r.RemoteAddr)).Msg("sign-in failed")
+		if err := e.limiter.fail(r.Context(), counters...); err != nil {
+			return err
+		}
+		data.Error = "error.bad_sign_in"
 		e.render(w, r, http.StatusUnauthorized, "signin", data)
 		return nil
 	}
@@ -223,11 +336,39 @@ func (e *Edge) signIn(w http.ResponseWriter, r *http.Request) error {
 	}
 	zerolog.Ctx(r.Context()).Info().Str("account_id", account.ID).Msg("signed in")
 
-	if codeErr != nil {
+	switch {
+	case data.Next == nextDevices:
+		http.Redirect(w, r, PathDevices, http.StatusSeeOther)
+	case codeErr == nil && e.validConfirmation(r, userCode, data.Confirmation):
+		http.Redirect(w, r, consentPath(userCode, data.Confirmation), http.StatusSeeOther)
+	case codeErr == nil:
+		http.Redirect(w, r, confirmPath(userCode), http.StatusSeeOther)
+	default:
+		http.Redirect(w, r, PathDevice, http.StatusSeeOther)
+	}
+	return nil
+}
+
+// signOut ends the session, for a person on a shared phone or signed in as
+// someone else, and returns to the code's sign-in page or to the code page.
+func (e *Edge) signOut(w http.ResponseWriter, r *http.Request) error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
+	if !e.validCSRF(r) {
 		http.Redirect(w, r, PathDevice, http.StatusSeeOther)
 		return nil
 	}
-	http.Redirect(w, r, consentPath(userCode), http.StatusSeeOther)
+	if err := e.endSession(r.Context(), w, r); err != nil {
+		return err
+	}
+	zerolog.Ctx(r.Context()).Info().Msg("signed out")
+
+	userCode, err := codes.NormalizeUserCode(r.PostFormValue("user_code"))
+	confirmation := r.PostFormValue("confirmed")
+	if err == nil && e.validConfirmation(r, userCode, confirmation) {
+		http.Redirect(w, r, consentPath(userCode, confirmation), http.StatusSeeOther)
+		return nil
+	}
+	http.Redirect(w, r, PathDevice, http.StatusSeeOther)
 	return nil
 }
 
@@ -240,8 +381,13 @@ func (e *Edge) submitDecision(w http.ResponseWriter, r *http.Request) error {
 		http.Redirect(w, r, PathDevice, http.StatusSeeOther)
 		return nil
 	}
+	confirmation := r.PostFormValue("confirmed")
+	if !e.validConfirmation(r, userCode, confirmation) {
+		http.Redirect(w, r, confirmPath(userCode), http.StatusSeeOther)
+		return nil
+	}
 	if !e.validCSRF(r) {
-		return e.showConsent(w, r, userCode, msgFormExpired)
+		return e.showConsent(w, r, userCode, confirmation, "error.form_expired")
 	}
 
 	session, signedIn, err := e.currentSession(r.Context(), r)
@@ -249,7 +395,7 @@ func (e *Edge) submitDecision(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !signedIn {
-		return e.showConsent(w, r, userCode, "")
+		return e.showConsent(w, r, userCode, confirmation, "")
 	}
 
 	var approved bool
@@ -258,23 +404,38 @@ func (e *Edge) submitDecision(w http.ResponseWriter, r *http.Request) error {
 		approved = true
 	case "deny":
 	default:
-		return e.showConsent(w, r, userCode, msgBadDecision)
+		return e.showConsent(w, r, userCode, confirmation, "error.bad_decision")
 	}
 
-	codeID, rec, problem, err := e.lookupUserCode(r.Context(), userCode)
+	data := pageData{UserCode: codes.FormatUserCode(userCode)}
+	found, err := e.findCode(r, userCode)
 	if err != nil {
 		return err
 	}
-	data := pageData{UserCode: codes.FormatUserCode(userCode)}
-	if problem != codeOK {
-		data.Title = titleExpired
-		data.Outcome = "expired"
-		e.render(w, r, http.StatusGone, "result", data)
+	if found.problem != codeOK {
+		e.renderCodeProblem(w, r, found, data)
 		return nil
 	}
 
+	if err := e.publishDecision(r, found, session, approved); err != nil {
+		return err
+	}
+	data.ClientName = clientName(found.client, found.record.ClientID)
+	data.DeviceKind = found.record.DeviceKind
+	if approved {
+		e.renderOutcome(w, r, "approved", data)
+	} else {
+		e.renderOutcome(w, r, "denied", data)
+	}
+	return nil
+}
+
+// publishDecision publishes a person's decision on a pending code for the
+// approver. The approver moves the code by compare-and-set, so a decision on
+// a code that is no longer pending changes nothing.
+func (e *Edge) publishDecision(r *http.Request, found foundCode, session events.Session, approved bool) error {
 	payload, err := events.Encode(events.Decision{
-		CodeID:    codeID,
+		CodeID:    found.codeID,
 		Approved:  approved,
 		AccountID: session.AccountID,
 		Username:  session.Username,
@@ -283,22 +444,10 @@ func (e *Edge) submitDecision(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := e.js.Publish(r.Context(), events.Subject(events.SubjectDecision, codeID), payload); err != nil {
+	if _, err := e.js.Publish(r.Context(), events.Subject(events.SubjectDecision, found.codeID), payload); err != nil {
 		return err
 	}
-	zerolog.Ctx(r.Context()).Info().Str("account_id", session.AccountID).Str("client_id", rec.ClientID).
-		Str("code_id", codeID[:12]).Bool("approved", approved).Msg("decision submitted")
-
-	client, _ := e.clients.Lookup(rec.ClientID)
-	data.ClientName = client.Name
-	data.DeviceKind = rec.DeviceKind
-	if approved {
-		data.Title = titleApproved
-		data.Outcome = "approved"
-	} else {
-		data.Title = titleDenied
-		data.Outcome = "denied"
-	}
-	e.render(w, r, http.StatusOK, "result", data)
+	zerolog.Ctx(r.Context()).Info().Str("account_id", session.AccountID).Str("client_id", found.record.ClientID).
+		Str("code_id", found.codeID[:12]).Bool("approved", approved).Msg("decision submitted")
 	return nil
 }

@@ -212,6 +212,7 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 			CodeID:     codeID,
 			ClientID:   rec.ClientID,
 			AccountID:  rec.AccountID,
+			Username:   rec.Username,
 			Scopes:     rec.Scopes,
 			CreatedAt:  now,
 			DeviceKind: rec.DeviceKind,

@@ -73,6 +73,12 @@ func (is *Issuer) signAccessToken(grant *events.Grant, scopes []string, now time
 		"client_id": grant.ClientID,
 		"scope":     strings.Join(scopes, " "),
 	}
+	if grant.Username != "" {
+		// The claim of OpenID Connect Core section 5.1, which RFC 9068
+		// section 2.2.3.1 allows in access tokens. It lets a device show who
+		// it is signed in as; resource servers key on sub.
+		claims["preferred_username"] = grant.Username
+	}
 	token := jwt.NewWithClaims(key.method(), claims)
 	// RFC 9068 section 2.1: the "at+jwt" type keeps an access token from
 	// being accepted where another kind of JWT is expected.

@@ -171,8 +171,9 @@ func shortKey(key string) string {
 	return key
 }
 
-// Keys returns the keys with a value, all of them or those matching one of
-// filters (subject wildcards such as "acct_1.>").
+// Keys returns the keys with a value, each once and in no particular order:
+// all of them, or those matching one of filters (subject-style patterns
+// such as "acct_1.>").
 func (b *Bucket[T]) Keys(ctx context.Context, filters ...string) ([]string, error) {
 	var (
 		lister jetstream.KeyLister
@@ -188,9 +189,18 @@ func (b *Bucket[T]) Keys(ctx context.Context, filters ...string) ([]string, erro
 	}
 	defer func() { _ = lister.Stop() }()
 
+	seen := make(map[string]bool)
 	var keys []string
 	for key := range lister.Keys() {
-		keys = append(keys, key)
+		// The lister can report a key twice while the bucket changes.
+		if !seen[key] {
+			seen[key] = true
+			keys = append(keys, key)
+		}
+	}
+	// The lister ends its channel early, without an error, when ctx ends.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("kv: list keys of %s: %w", b.kv.Bucket(), err)
 	}
 	return keys, nil
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -108,9 +109,10 @@ func (s Settings) replicas() int {
 	return s.Replicas
 }
 
-// EnsureStream creates or updates the stream of device-flow events.
+// EnsureStream creates or updates the stream of device-flow events. A
+// stream that already has the settings is left alone (see unchanged).
 func EnsureStream(ctx context.Context, js jetstream.JetStream, s Settings) (jetstream.Stream, error) {
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	want := jetstream.StreamConfig{
 		Name:        events.StreamDevice,
 		Description: "Device authorization events: requests, decisions, approvals.",
 		Subjects:    []string{events.SubjectAll},
@@ -122,7 +124,12 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, s Settings) (jets
 		// message id, so a redelivered decision does not queue a second
 		// grant within this window.
 		Duplicates: 10 * time.Minute,
-	})
+	}
+	if stream, err := js.Stream(ctx, want.Name); err == nil && unchanged(stream, want) {
+		return stream, nil
+	}
+
+	stream, err := js.CreateOrUpdateStream(ctx, want)
 	if err != nil {
 		return nil, fmt.Errorf("natsinfra: ensure stream %s: %w", events.StreamDevice, err)
 	}
@@ -132,6 +139,26 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, s Settings) (jets
 // MaxRefreshTokenTTL is the longest refresh token lifetime the buckets are
 // sized for.
 const MaxRefreshTokenTTL = 90 * 24 * time.Hour
+
+// unchanged reports whether stream already has the settings of want that
+// this package sets.
+//
+// Services call the Ensure functions at every start, often at the same time.
+// nats-server v2.15.3 updates a stream's store even when the configuration
+// is the same, and that update races with a consumer being created on the
+// stream by another service (the race detector reports it in
+// fileStore.UpdateConfig and fileStore.ConsumerStore). Skipping the needless
+// update avoids the race, and a real change of settings still updates.
+func unchanged(stream jetstream.Stream, want jetstream.StreamConfig) bool {
+	have := stream.CachedInfo().Config
+	return slices.Equal(have.Subjects, want.Subjects) &&
+		have.Description == want.Description &&
+		have.Retention == want.Retention &&
+		have.MaxAge == want.MaxAge &&
+		have.Storage == want.Storage &&
+		have.Replicas == want.Replicas &&
+		have.Duplicates == want.Duplicates
+}
 
 // bucketTTL is how long a value lives after its last write; zero keeps it.
 var bucketTTL = map[string]time.Duration{
@@ -148,13 +175,33 @@ var bucketTTL = map[string]time.Duration{
 	// would have expired.
 	events.BucketRefreshTokens: MaxRefreshTokenTTL + 24*time.Hour,
 	events.BucketKeys:          0,
+	// At least the longest rate limit window: a counter is written in
+	// its window only, so it is gone an hour after its last failure.
+	events.BucketRateLimits: RateLimitTTL,
 }
+
+// RateLimitTTL is how long a rate limit counter lives after its last write,
+// and so the longest window a limit may have.
+const RateLimitTTL = time.Hour
 
 // EnsureBucket creates or updates one of the buckets named in package events.
 func EnsureBucket(ctx context.Context, js jetstream.JetStream, name string, s Settings) (jetstream.KeyValue, error) {
 	ttl, known := bucketTTL[name]
 	if !known {
 		return nil, fmt.Errorf("natsinfra: unknown bucket %q", name)
+	}
+
+	// A KV bucket is the stream "KV_<bucket>"; see unchanged.
+	if stream, err := js.Stream(ctx, "KV_"+name); err == nil {
+		have := stream.CachedInfo().Config
+		if have.MaxMsgsPerSubject == 1 && have.MaxAge == ttl &&
+			have.Storage == jetstream.FileStorage && have.Replicas == s.replicas() {
+			kv, err := js.KeyValue(ctx, name)
+			if err != nil {
+				return nil, fmt.Errorf("natsinfra: open bucket %s: %w", name, err)
+			}
+			return kv, nil
+		}
 	}
 
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{

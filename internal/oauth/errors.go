@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 // Error codes from RFC 6749 section 5.2 and RFC 8628 section 3.5.
@@ -35,6 +37,9 @@ type Error struct {
 	Cause       error
 	// Challenge is sent as WWW-Authenticate with a 401.
 	Challenge string
+	// RetryAfter, when positive, is sent as Retry-After in whole seconds,
+	// rounded up (RFC 9110 section 10.2.3).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -64,6 +69,14 @@ func (e *Error) WithDescription(format string, args ...any) *Error {
 func (e *Error) WithStatus(status int) *Error {
 	c := *e
 	c.Status = status
+	return &c
+}
+
+// WithRetryAfter returns a copy of e that tells the client how long to wait
+// before it tries again.
+func (e *Error) WithRetryAfter(wait time.Duration) *Error {
+	c := *e
+	c.RetryAfter = wait
 	return &c
 }
 
@@ -136,6 +149,9 @@ func WriteError(w http.ResponseWriter, err error) {
 	h.Set("Pragma", "no-cache")
 	if oe.Status == http.StatusUnauthorized && oe.Challenge != "" {
 		h.Set("WWW-Authenticate", oe.Challenge)
+	}
+	if oe.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int((oe.RetryAfter+time.Second-1)/time.Second)))
 	}
 	w.WriteHeader(oe.Status)
 	_ = json.NewEncoder(w).Encode(errorBody{Error: oe.Code, ErrorDescription: oe.Description})
