@@ -57,10 +57,15 @@ type CodeRecord struct {
 	Username  string    `json:"username,omitempty"`
 	DecidedAt time.Time `json:"decided_at,omitzero"`
 
-	GrantID     string    `json:"grant_id,omitempty"`
-	SealedToken []byte    `json:"sealed_token,omitempty"`
-	IssuedAt    time.Time `json:"issued_at,omitzero"`
-	RedeemedAt  time.Time `json:"redeemed_at,omitzero"`
+	GrantID     string `json:"grant_id,omitempty"`
+	SealedToken []byte `json:"sealed_token,omitempty"`
+	// AccessTokenID (the jti) and RefreshTokenID (the refresh token's keyed
+	// hash) name the tokens in SealedToken, so a redelivered grant event can
+	// rebuild the grant if the issuer stopped before writing it.
+	AccessTokenID  string    `json:"access_token_id,omitempty"`
+	RefreshTokenID string    `json:"refresh_token_id,omitempty"`
+	IssuedAt       time.Time `json:"issued_at,omitzero"`
+	RedeemedAt     time.Time `json:"redeemed_at,omitzero"`
 }
 
 // CodeRequested is published on SubjectCodeRequested.

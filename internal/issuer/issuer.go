@@ -198,31 +198,19 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 		switch rec.State {
 		case events.StateApproved:
 		case events.StateIssued, events.StateRedeemed:
-			return nil
+			// A crash between the compare-and-set below and the grant
+			// write leaves the grant missing; the redelivery repairs it.
+			return is.storeGrant(ctx, grantFromRecord(codeID, rec))
 		default:
 			log.Warn().Str("state", string(rec.State)).Msg("grant event for a code that is not approved")
 			return nil
 		}
 
 		now := is.cfg.Now()
-		grant := events.Grant{
-			// One grant per code, so a redelivery overwrites rather than
-			// adds.
-			ID:         "grant_" + codeID[:32],
-			CodeID:     codeID,
-			ClientID:   rec.ClientID,
-			AccountID:  rec.AccountID,
-			Username:   rec.Username,
-			Scopes:     rec.Scopes,
-			CreatedAt:  now,
-			DeviceKind: rec.DeviceKind,
-		}
-
+		rec.IssuedAt = now
+		grant := grantFromRecord(codeID, rec)
 		response, refreshID, err := is.mint(ctx, &grant, grant.Scopes, now)
 		if err != nil {
-			return err
-		}
-		if _, err := is.grants.Put(ctx, events.GrantKey(grant.AccountID, grant.ID), grant); err != nil {
 			return err
 		}
 
@@ -238,7 +226,8 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 		rec.State = events.StateIssued
 		rec.GrantID = grant.ID
 		rec.SealedToken = sealed
-		rec.IssuedAt = now
+		rec.AccessTokenID = grant.AccessTokenID
+		rec.RefreshTokenID = grant.RefreshTokenID
 		_, err = is.codes.Update(ctx, codeID, rec, rev)
 		if errors.Is(err, kv.ErrConflict) {
 			is.discardRefresh(ctx, log, refreshID)
@@ -249,11 +238,43 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 			return err
 		}
 
+		// Only the issuer that won the compare-and-set writes the grant, so
+		// the grant always names the tokens the device receives.
+		if err := is.storeGrant(ctx, grant); err != nil {
+			return err
+		}
 		log.Info().Str("client_id", rec.ClientID).Str("account_id", rec.AccountID).
 			Str("grant_id", grant.ID).Str("jti", grant.AccessTokenID).
 			Dur("since_approval_ms", now.Sub(rec.DecidedAt)).Msg("token issued")
 		return nil
 	}
+}
+
+// grantFromRecord returns the grant of a code that is issued or about to be. There is one grant per code, under an id derived from the code
+// id, so a redelivery finds the grant it already wrote.
+func grantFromRecord(codeID string, rec events.CodeRecord) events.Grant {
+	return events.Grant{
+		ID:             "grant_" + codeID[:32],
+		CodeID:         codeID,
+		ClientID:       rec.ClientID,
+		AccountID:      rec.AccountID,
+		Username:       rec.Username,
+		Scopes:         rec.Scopes,
+		CreatedAt:      rec.IssuedAt,
+		DeviceKind:     rec.DeviceKind,
+		AccessTokenID:  rec.AccessTokenID,
+		RefreshTokenID: rec.RefreshTokenID,
+	}
+}
+
+// storeGrant creates the grant unless it exists. An existing grant may have
+// been refreshed or revoked since, so it is never overwritten.
+func (is *Issuer) storeGrant(ctx context.Context, grant events.Grant) error {
+	_, err := is.grants.Create(ctx, events.GrantKey(grant.AccountID, grant.ID), grant)
+	if errors.Is(err, kv.ErrExists) {
+		return nil
+	}
+	return err
 }
 
 // discardRefresh deletes a refresh token that will never be handed out.
