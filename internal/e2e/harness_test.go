@@ -143,7 +143,7 @@ func (s *system) conn() *nats.Conn {
 	return nc
 }
 
-// codeRecord reads a code record straight from KV.
+// codeBucket opens the codes bucket, to read code records straight from KV.
 func (s *system) codeBucket() *kv.Bucket[events.CodeRecord] {
 	s.t.Helper()
 	js, _ := jetstream.New(s.conn())
@@ -380,7 +380,7 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// withContext is a context for one blocking call in a test.
+// withTimeout returns a context for one blocking call in a test.
 func withTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	t.Cleanup(cancel)

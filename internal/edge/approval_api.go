@@ -118,7 +118,7 @@ func (e *Edge) apiSignIn(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 
-	if err := e.startSession(r.Context(), w, account); err != nil {
+	if err := e.startSession(r.Context(), w, r, account); err != nil {
 		return err
 	}
 	zerolog.Ctx(r.Context()).Info().Str("account_id", account.ID).Msg("signed in through the approval API")

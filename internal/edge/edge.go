@@ -214,7 +214,10 @@ func (e *Edge) Start(ctx context.Context) error {
 		now:    e.cfg.Now,
 	}
 	e.accounts = accounts.NewStore(kv.New[events.Account](buckets[events.BucketAccounts]), e.cfg.PasswordCost)
-	e.clients, err = clients.Watch(ctx, kv.New[events.Client](buckets[events.BucketClients]))
+	clientBucket := kv.New[events.Client](buckets[events.BucketClients]).OnDecodeError(func(key string, err error) {
+		e.log.Error().Err(err).Str("client_id", key).Msg("client record does not decode; the client is ignored")
+	})
+	e.clients, err = clients.Watch(ctx, clientBucket)
 	if err != nil {
 		return err
 	}

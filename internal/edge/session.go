@@ -38,7 +38,15 @@ func (e *Edge) currentSession(ctx context.Context, r *http.Request) (events.Sess
 
 // startSession stores a new session for account and sets its cookie. A new
 // id at every sign-in means an id planted before sign-in is worthless.
-func (e *Edge) startSession(ctx context.Context, w http.ResponseWriter, account events.Account) error {
+func (e *Edge) startSession(ctx context.Context, w http.ResponseWriter, r *http.Request, account events.Account) error {
+	// The session the browser had before, if any, ends here, so a signed-out
+	// or replaced id cannot be used again.
+	if old, err := r.Cookie(sessionCookie); err == nil && old.Value != "" && len(old.Value) <= 128 {
+		if err := e.sessions.Delete(ctx, e.hasher.SessionID(old.Value)); err != nil {
+			return err
+		}
+	}
+
 	id := rand.Text() + rand.Text()
 	_, err := e.sessions.Put(ctx, e.hasher.SessionID(id), events.Session{
 		AccountID: account.ID,

@@ -26,6 +26,16 @@ var (
 // Bucket is a typed view of a JetStream KV bucket.
 type Bucket[T any] struct {
 	kv jetstream.KeyValue
+	// onDecodeError is called by Watch for a value that does not decode,
+	// which Watch then skips.
+	onDecodeError func(key string, err error)
+}
+
+// OnDecodeError sets the function Watch calls for a value that does not
+// decode, so the caller can log it, and returns b.
+func (b *Bucket[T]) OnDecodeError(fn func(key string, err error)) *Bucket[T] {
+	b.onDecodeError = fn
+	return b
 }
 
 // New returns a typed view of kv.
@@ -146,6 +156,9 @@ func (b *Bucket[T]) Watch(ctx context.Context, fn func(key string, value T, dele
 				deleted := entry.Operation() != jetstream.KeyValuePut
 				if !deleted {
 					if err := events.Decode(entry.Value(), &value); err != nil {
+						if b.onDecodeError != nil {
+							b.onDecodeError(entry.Key(), err)
+						}
 						continue
 					}
 				}
