@@ -17,6 +17,7 @@ import (
 	"github.com/streamco/deviceauth/internal/devstack"
 	"github.com/streamco/deviceauth/internal/edge"
 	"github.com/streamco/deviceauth/internal/kv"
+	"github.com/streamco/deviceauth/internal/oauth"
 )
 
 var grantField = regexp.MustCompile(`name="grant_id" value="([^"]+)"`)
@@ -68,7 +69,7 @@ func (s *system) onlyGrant() (string, events.Grant) {
 func TestDevicesListAndRevoke(t *testing.T) {
 	t.Parallel()
 	sys := startSystem(t)
-	sys.connectDevice("profile offline_access")
+	tokens := sys.connectDevice("profile offline_access")
 	key, grant := sys.onlyGrant()
 	if grant.RefreshTokenID == "" {
 		t.Fatal("the grant has no refresh token, although offline_access was granted")
@@ -114,6 +115,8 @@ func TestDevicesListAndRevoke(t *testing.T) {
 	if _, _, err := refresh.Get(t.Context(), grant.RefreshTokenID); !errors.Is(err, kv.ErrNotFound) {
 		t.Errorf("the refresh token record is still stored after revocation (error %v)", err)
 	}
+	refused := sys.refresh(devstack.DemoClientID, tokens["refresh_token"].(string), "")
+	assertOAuthError(t, refused, http.StatusBadRequest, oauth.CodeInvalidGrant)
 
 	js, _ := jetstream.New(sys.conn())
 	stream, err := js.Stream(t.Context(), events.StreamDevice)

@@ -19,20 +19,6 @@ import (
 	"github.com/streamco/deviceauth/internal/oauth"
 )
 
-// issueTokens runs the device flow for the demo client with scope and
-// returns the token response.
-func (s *system) issueTokens(scope string) map[string]any {
-	s.t.Helper()
-	da := s.authorize(devstack.DemoClientID, scope)
-	s.decide(da, "approve")
-	s.waitForState(da.DeviceCode, events.StateIssued)
-	resp := s.poll(devstack.DemoClientID, da.DeviceCode, 0)
-	if resp.StatusCode != http.StatusOK {
-		s.t.Fatalf("token request: status %d: %s", resp.StatusCode, resp.Body)
-	}
-	return resp.json(s.t)
-}
-
 func (s *system) refresh(clientID, refreshToken, scope string) response {
 	s.t.Helper()
 	form := url.Values{"grant_type": {oauth.GrantTypeRefreshToken}, "client_id": {clientID}, "refresh_token": {refreshToken}}
@@ -61,7 +47,7 @@ func (s *system) createClient(c events.Client) string {
 func TestRefreshTokenRotates(t *testing.T) {
 	t.Parallel()
 	sys := startSystem(t)
-	first := sys.issueTokens("profile offline_access")
+	first := sys.connectDevice("profile offline_access")
 	refresh1, _ := first["refresh_token"].(string)
 	if refresh1 == "" {
 		t.Fatal("no refresh token for offline_access")
@@ -96,7 +82,7 @@ func TestRefreshTokenRotates(t *testing.T) {
 func TestRefreshTokenReuseRevokesGrant(t *testing.T) {
 	t.Parallel()
 	sys := startSystem(t)
-	refresh1 := sys.issueTokens("profile offline_access")["refresh_token"].(string)
+	refresh1 := sys.connectDevice("profile offline_access")["refresh_token"].(string)
 
 	resp := sys.refresh(devstack.DemoClientID, refresh1, "")
 	if resp.StatusCode != http.StatusOK {
@@ -113,7 +99,7 @@ func TestRefreshTokenReuseRevokesGrant(t *testing.T) {
 func TestRefreshTokenRules(t *testing.T) {
 	t.Parallel()
 	sys := startSystem(t)
-	refresh := sys.issueTokens("profile offline_access")["refresh_token"].(string)
+	refresh := sys.connectDevice("profile offline_access")["refresh_token"].(string)
 
 	assertOAuthError(t, sys.refresh(devstack.DemoClientID, refresh, "profile admin"), http.StatusBadRequest, oauth.CodeInvalidScope)
 	assertOAuthError(t, sys.refresh(otherClientID, refresh, ""), http.StatusBadRequest, oauth.CodeUnauthorizedClient)
@@ -133,7 +119,7 @@ func TestRefreshTokenRules(t *testing.T) {
 func TestNoRefreshTokenWithoutOfflineAccess(t *testing.T) {
 	t.Parallel()
 	sys := startSystem(t)
-	tokens := sys.issueTokens("profile")
+	tokens := sys.connectDevice("profile")
 	if _, ok := tokens["refresh_token"]; ok {
 		t.Error("refresh token issued without offline_access")
 	}
@@ -142,7 +128,7 @@ func TestNoRefreshTokenWithoutOfflineAccess(t *testing.T) {
 func TestRevocationEndsGrant(t *testing.T) {
 	t.Parallel()
 	sys := startSystem(t)
-	tokens := sys.issueTokens("profile offline_access")
+	tokens := sys.connectDevice("profile offline_access")
 	refresh := tokens["refresh_token"].(string)
 	access := tokens["access_token"].(string)
 
@@ -179,7 +165,7 @@ func TestIntrospection(t *testing.T) {
 		return sys.introspect("streaming-api", secret, "x").StatusCode == http.StatusOK
 	})
 
-	tokens := sys.issueTokens("profile offline_access")
+	tokens := sys.connectDevice("profile offline_access")
 	access := tokens["access_token"].(string)
 	refresh := tokens["refresh_token"].(string)
 
@@ -255,7 +241,7 @@ func tamperedToken(t *testing.T, token string) string {
 func TestKeyRotationKeepsOldTokensValid(t *testing.T) {
 	t.Parallel()
 	sys := startSystem(t)
-	before := sys.issueTokens("profile")["access_token"].(string)
+	before := sys.connectDevice("profile")["access_token"].(string)
 
 	msg, err := sys.conn().Request(events.SubjectRotateKeys, nil, 10*time.Second)
 	if err != nil {
@@ -270,7 +256,7 @@ func TestKeyRotationKeepsOldTokensValid(t *testing.T) {
 		keys, _ := sys.do(mustRequest(t, http.MethodGet, sys.URL+edge.PathJWKS)).json(t)["keys"].([]any)
 		return len(keys) == 2
 	})
-	after := sys.issueTokens("profile")["access_token"].(string)
+	after := sys.connectDevice("profile")["access_token"].(string)
 
 	verifyWithJWKS(t, sys, before)
 	verifyWithJWKS(t, sys, after)
@@ -397,7 +383,7 @@ func TestES256SignedTokens(t *testing.T) {
 		return sys.introspect("streaming-api", secret, "x").StatusCode == http.StatusOK
 	})
 
-	access := sys.issueTokens("profile")["access_token"].(string)
+	access := sys.connectDevice("profile")["access_token"].(string)
 	header, _ := base64.RawURLEncoding.DecodeString(strings.Split(access, ".")[0])
 	if !strings.Contains(string(header), `"alg":"ES256"`) {
 		t.Errorf("token header %s, want ES256", header)

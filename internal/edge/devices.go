@@ -7,10 +7,10 @@ import (
 	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/events"
+	"github.com/streamco/deviceauth/internal/grants"
 	"github.com/streamco/deviceauth/internal/kv"
 )
 
@@ -131,7 +131,7 @@ func (e *Edge) revokeDevice(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 
-	revoked, err := e.revokeGrant(r, session.AccountID, grantID, "user")
+	revoked, err := e.revokeGrant(r, session.AccountID, grantID, grants.ReasonUser)
 	if err != nil {
 		return err
 	}
@@ -143,61 +143,14 @@ func (e *Edge) revokeDevice(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// revokeGrant marks a grant of accountID revoked by compare-and-set, deletes
-// its refresh token so the device's next refresh fails at once, and
-// publishes GrantRevoked. It returns false when the account has no such
-// grant. A grant already marked revoked goes through the last two steps
-// again, so a revocation cut short by a crash completes on a retry, and the
-// message id keeps the event from being stored twice.
+// revokeGrant revokes a grant of accountID through the shared revocation
+// path. It returns false when the account has no such grant.
 func (e *Edge) revokeGrant(r *http.Request, accountID, grantID, reason string) (bool, error) {
-	ctx := r.Context()
-	key := events.GrantKey(accountID, grantID)
-	var grant events.Grant
-	for {
-		var rev uint64
-		var err error
-		grant, rev, err = e.grants.Get(ctx, key)
-		if errors.Is(err, kv.ErrNotFound) {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if !grant.RevokedAt.IsZero() {
-			break
-		}
-		grant.RevokedAt = e.cfg.Now()
-		_, err = e.grants.Update(ctx, key, grant, rev)
-		if errors.Is(err, kv.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return false, err
-		}
-		break
+	found, err := e.revoker.Revoke(r.Context(), accountID, grantID, reason)
+	if err != nil || !found {
+		return found, err
 	}
-
-	if grant.RefreshTokenID != "" {
-		if err := e.refresh.Delete(ctx, grant.RefreshTokenID); err != nil {
-			return false, err
-		}
-	}
-	payload, err := events.Encode(events.GrantRevoked{
-		GrantID:   grant.ID,
-		AccountID: grant.AccountID,
-		ClientID:  grant.ClientID,
-		RevokedAt: grant.RevokedAt,
-		Reason:    reason,
-	})
-	if err != nil {
-		return false, err
-	}
-	_, err = e.js.Publish(ctx, events.Subject(events.SubjectGrantRevoked, grant.ID), payload,
-		jetstream.WithMsgID("revoked-"+grant.ID))
-	if err != nil {
-		return false, err
-	}
-	zerolog.Ctx(ctx).Info().Str("account_id", accountID).Str("client_id", grant.ClientID).
-		Str("grant_id", grant.ID).Str("reason", reason).Msg("grant revoked")
+	zerolog.Ctx(r.Context()).Info().Str("account_id", accountID).Str("grant_id", grantID).
+		Str("reason", reason).Msg("grant revoked")
 	return true, nil
 }

@@ -31,12 +31,17 @@ type Revoker struct {
 }
 
 // Revoke marks the grant revoked by compare-and-set, deletes its current
-// refresh token and publishes events.GrantRevoked. It reports whether this
-// call revoked it; revoking a revoked or missing grant is not an error.
+// refresh token and publishes events.GrantRevoked. It returns false when
+// there is no such grant. A grant already marked revoked goes through the
+// last two steps again, so a revocation cut short by a crash completes on a
+// retry, and the message id keeps the event from being stored twice.
 func (r *Revoker) Revoke(ctx context.Context, accountID, grantID, reason string) (bool, error) {
 	key := events.GrantKey(accountID, grantID)
+	var grant events.Grant
 	for {
-		grant, rev, err := r.Grants.Get(ctx, key)
+		var rev uint64
+		var err error
+		grant, rev, err = r.Grants.Get(ctx, key)
 		if errors.Is(err, kv.ErrNotFound) {
 			return false, nil
 		}
@@ -44,7 +49,7 @@ func (r *Revoker) Revoke(ctx context.Context, accountID, grantID, reason string)
 			return false, err
 		}
 		if !grant.RevokedAt.IsZero() {
-			return false, nil
+			break
 		}
 
 		grant.RevokedAt = r.Now()
@@ -55,27 +60,30 @@ func (r *Revoker) Revoke(ctx context.Context, accountID, grantID, reason string)
 		if err != nil {
 			return false, err
 		}
+		break
+	}
 
-		// The grant is already revoked, so a failure below leaves a refresh
-		// token that the refresh grant rejects anyway.
-		if grant.RefreshTokenID != "" {
-			if err := r.Refresh.Delete(ctx, grant.RefreshTokenID); err != nil {
-				return true, err
-			}
-		}
-		payload, err := events.Encode(events.GrantRevoked{
-			GrantID:   grant.ID,
-			AccountID: grant.AccountID,
-			ClientID:  grant.ClientID,
-			RevokedAt: grant.RevokedAt,
-			Reason:    reason,
-		})
-		if err != nil {
+	// The grant is marked revoked, so a failure below leaves a refresh
+	// token that the refresh grant rejects anyway.
+	if grant.RefreshTokenID != "" {
+		if err := r.Refresh.Delete(ctx, grant.RefreshTokenID); err != nil {
 			return true, err
 		}
-		if _, err := r.JS.Publish(ctx, events.Subject(events.SubjectGrantRevoked, grant.ID), payload); err != nil {
-			return true, fmt.Errorf("grants: announce revocation: %w", err)
-		}
-		return true, nil
 	}
+	payload, err := events.Encode(events.GrantRevoked{
+		GrantID:   grant.ID,
+		AccountID: grant.AccountID,
+		ClientID:  grant.ClientID,
+		RevokedAt: grant.RevokedAt,
+		Reason:    reason,
+	})
+	if err != nil {
+		return true, err
+	}
+	_, err = r.JS.Publish(ctx, events.Subject(events.SubjectGrantRevoked, grant.ID), payload,
+		jetstream.WithMsgID("revoked-"+grant.ID))
+	if err != nil {
+		return true, fmt.Errorf("grants: announce revocation: %w", err)
+	}
+	return true, nil
 }
