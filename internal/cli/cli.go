@@ -21,7 +21,8 @@ import (
 // environment variable when it is set.
 type Flags struct {
 	*flag.FlagSet
-	errs []error
+	errs    []error
+	secrets []secretFlag
 }
 
 // NewFlags returns flags for the named command.
@@ -77,6 +78,7 @@ func (f *Flags) Duration(name, env string, value time.Duration, usage string) *t
 // variable is invalid.
 func (f *Flags) Parse(args []string) {
 	_ = f.FlagSet.Parse(args)
+	f.readSecrets()
 	if len(f.errs) > 0 {
 		for _, err := range f.errs {
 			fmt.Fprintln(os.Stderr, "invalid environment:", err)

@@ -54,6 +54,12 @@ const (
 
 type systemOption func(*devstack.Config)
 
+// withReplayWindow sets the edge's replay window; a negative one turns
+// replays off.
+func withReplayWindow(d time.Duration) systemOption {
+	return func(c *devstack.Config) { c.Edge.ReplayWindow = d }
+}
+
 func startSystem(t testing.TB, opts ...systemOption) *system {
 	t.Helper()
 

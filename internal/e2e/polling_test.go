@@ -40,18 +40,22 @@ func (s *system) codeID(deviceCode string) string {
 
 // secondEdge starts another edge on the same NATS server and hash key, as
 // an operator adds one behind the load balancer, and returns its URL.
-func (s *system) secondEdge() string {
+func (s *system) secondEdge(opts ...func(*edge.Config)) string {
 	s.t.Helper()
 	key, err := keyfile.Read(filepath.Join(s.dataDir, "hash.key"))
 	if err != nil {
 		s.t.Fatalf("read hash key: %v", err)
 	}
-	e, err := edge.New(s.conn(), edge.Config{
+	cfg := edge.Config{
 		PublicURL:    s.URL,
 		HashKey:      key,
 		PollInterval: time.Second,
 		Now:          s.clock.Now,
-	}, zerolog.Nop())
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	e, err := edge.New(s.conn(), cfg, zerolog.Nop())
 	if err != nil {
 		s.t.Fatalf("second edge: %v", err)
 	}
@@ -187,7 +191,7 @@ func TestSlowDownAcrossEdges(t *testing.T) {
 
 func TestDeviceCodeRedeemedOnce(t *testing.T) {
 	t.Parallel()
-	sys := startSystem(t)
+	sys := startSystem(t, withReplayWindow(-1))
 	da := sys.authorize(devstack.DemoClientID, "profile")
 	sys.decide(da, "approve")
 	sys.waitForState(da.DeviceCode, events.StateIssued)
@@ -230,20 +234,61 @@ func TestUnknownDeviceCode(t *testing.T) {
 	assertOAuthError(t, sys.poll(devstack.DemoClientID, "not-a-code", 0), http.StatusBadRequest, oauth.CodeInvalidGrant)
 }
 
+// TestRacingPollsGetOneToken races polls through two edges with the replay
+// window turned off: exactly one redeems the code.
 func TestRacingPollsGetOneToken(t *testing.T) {
 	t.Parallel()
+	noReplay := func(c *edge.Config) { c.ReplayWindow = -1 }
+	sys := startSystem(t, withReplayWindow(-1))
+	tokens, invalid := racePolls(t, sys, sys.secondEdge(noReplay))
+
+	if len(tokens) != 1 {
+		t.Errorf("%d polls got a token, want exactly 1", len(tokens))
+	}
+	if invalid != racePollers-1 {
+		t.Errorf("%d polls got invalid_grant, want %d", invalid, racePollers-1)
+	}
+}
+
+// TestRacingPollsShareOneToken races polls through two edges within the
+// replay window: one redeems, the others get the same response again, and
+// no second token exists.
+func TestRacingPollsShareOneToken(t *testing.T) {
+	t.Parallel()
 	sys := startSystem(t)
-	other := sys.secondEdge()
+	tokens, invalid := racePolls(t, sys, sys.secondEdge())
+
+	if len(tokens) != racePollers {
+		t.Errorf("%d polls got a token, want all %d within the replay window", len(tokens), racePollers)
+	}
+	if invalid != 0 {
+		t.Errorf("%d polls got invalid_grant, want 0", invalid)
+	}
+	distinct := map[string]bool{}
+	for _, tok := range tokens {
+		distinct[tok] = true
+	}
+	if len(distinct) != 1 {
+		t.Errorf("polls got %d distinct access tokens, want 1", len(distinct))
+	}
+}
+
+const racePollers = 16
+
+// racePolls approves a code and sends racePollers simultaneous polls for
+// it, alternating between the system's edge and other. It returns the
+// access tokens received and the number of invalid_grant answers.
+func racePolls(t *testing.T, sys *system, other string) (tokens []string, invalid int) {
+	t.Helper()
 	da := sys.authorize(devstack.DemoClientID, "profile")
 	sys.decide(da, "approve")
 	sys.waitForState(da.DeviceCode, events.StateIssued)
 
-	const racers = 16
 	form := url.Values{"grant_type": {oauth.GrantTypeDeviceCode}, "client_id": {devstack.DemoClientID}, "device_code": {da.DeviceCode}}
-	var tokens, invalid atomic.Int32
+	var mu sync.Mutex
 	var wg sync.WaitGroup
 	start := make(chan struct{})
-	for i := range racers {
+	for i := range racePollers {
 		base := sys.URL
 		if i%2 == 1 {
 			base = other
@@ -258,11 +303,13 @@ func TestRacingPollsGetOneToken(t *testing.T) {
 			defer resp.Body.Close()
 			var body map[string]any
 			_ = json.NewDecoder(resp.Body).Decode(&body)
+			mu.Lock()
+			defer mu.Unlock()
 			switch {
 			case resp.StatusCode == http.StatusOK && body["access_token"] != nil:
-				tokens.Add(1)
+				tokens = append(tokens, body["access_token"].(string))
 			case body["error"] == oauth.CodeInvalidGrant:
-				invalid.Add(1)
+				invalid++
 			default:
 				t.Errorf("racing poll got status %d %v", resp.StatusCode, body)
 			}
@@ -270,13 +317,7 @@ func TestRacingPollsGetOneToken(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-
-	if got := tokens.Load(); got != 1 {
-		t.Errorf("%d polls got a token, want exactly 1", got)
-	}
-	if got := invalid.Load(); got != racers-1 {
-		t.Errorf("%d polls got invalid_grant, want %d", got, racers-1)
-	}
+	return tokens, invalid
 }
 
 func TestHeldPollAnsweredOnApproval(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/internal/oauth"
+	"github.com/streamco/deviceauth/internal/ops"
 )
 
 // Paths of the public endpoints.
@@ -21,7 +22,8 @@ const (
 	PathDevice              = "/device"
 	PathSignIn              = "/device/signin"
 	PathConsent             = "/device/consent"
-	PathHealth              = "/healthz"
+	PathHealth              = ops.PathHealth
+	PathReady               = ops.PathReady
 )
 
 // Handler returns the edge's HTTP handler.
@@ -45,10 +47,12 @@ func (e *Edge) Handler() http.Handler {
 	r.Post(PathConsent, e.pageHandler(e.submitDecision))
 	r.Post(PathSignIn, e.pageHandler(e.signIn))
 	r.Get("/static/*", e.static)
-	r.Get(PathHealth, func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
-	})
+	// Load balancers probe the port they send traffic to, so the health
+	// endpoints are served here as well as on the debug listener.
+	health := http.NewServeMux()
+	ops.Health(health, e.Ready, e.log)
+	r.Handle(PathHealth, health)
+	r.Handle(PathReady, health)
 
 	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
 		if strings.HasPrefix(req.URL.Path, "/oauth/") || strings.HasPrefix(req.URL.Path, "/.well-known/") {

@@ -28,7 +28,18 @@ const approvedGrace = 2 * time.Minute
 
 // token answers the token request of RFC 6749 section 4.1.3 for the device
 // code grant (RFC 8628 section 3.4).
-func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
+func (e *Edge) token(w http.ResponseWriter, r *http.Request) (err error) {
+	outcome := outcomeToken
+	defer func() {
+		switch {
+		case r.Context().Err() != nil:
+			outcome = outcomeGone
+		case err != nil:
+			outcome = oauth.AsError(err).Code
+		}
+		e.metrics.polls.WithLabelValues(outcome).Inc()
+	}()
+
 	form, err := parseForm(w, r)
 	if err != nil {
 		return err
@@ -60,16 +71,27 @@ func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(hold/time.Second)))
 	}
 
-	response, err := e.pollDeviceCode(r.Context(), zerolog.Ctx(r.Context()), client.ID, deviceCode, hold)
+	answer, err := e.pollDeviceCode(r.Context(), zerolog.Ctx(r.Context()), client.ID, deviceCode, hold)
 	if err != nil {
 		return err
+	}
+	if answer.replayed {
+		outcome = outcomeReplayed
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(response)
+	_, _ = w.Write(answer.body)
 	return nil
+}
+
+// tokenAnswer is a token response about to leave the edge.
+type tokenAnswer struct {
+	body []byte
+	// replayed is true when the response was sent before and is sent again
+	// within the replay window.
+	replayed bool
 }
 
 // pollDeviceCode decides one poll. It returns the token response to send,
@@ -79,7 +101,7 @@ func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
 // record, so a change stored between the read and the wait still wakes it,
 // and then waits without reading storage: each change arrives as the new
 // record itself.
-func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID, deviceCode string, hold time.Duration) ([]byte, error) {
+func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID, deviceCode string, hold time.Duration) (tokenAnswer, error) {
 	codeID := e.hasher.CodeID(deviceCode)
 	l := log.With().Str("client_id", clientID).Str("code_id", codeID[:12]).Logger()
 	log = &l
@@ -89,7 +111,7 @@ func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID
 		changes = make(chan *nats.Msg, 8)
 		sub, err := e.nc.ChanSubscribe(events.CodeChangedSubject(codeID), changes)
 		if err != nil {
-			return nil, oauth.ErrServerError.WithCause(fmt.Errorf("subscribe to code changes: %w", err))
+			return tokenAnswer{}, oauth.ErrServerError.WithCause(fmt.Errorf("subscribe to code changes: %w", err))
 		}
 		defer func() { _ = sub.Unsubscribe() }()
 	}
@@ -100,6 +122,8 @@ func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID
 		return rec, err
 	}
 
+	e.metrics.heldPolls.Inc()
+	defer e.metrics.heldPolls.Dec()
 	deadline := now.Add(hold)
 	timer := time.NewTimer(hold)
 	defer timer.Stop()
@@ -112,9 +136,9 @@ func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID
 			}
 		case <-timer.C:
 		case <-e.closing:
-			return nil, oauth.ErrAuthorizationPending
+			return tokenAnswer{}, oauth.ErrAuthorizationPending
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return tokenAnswer{}, ctx.Err()
 		}
 
 		// The code changed state or the hold ended: answer as a plain poll
@@ -140,21 +164,21 @@ func stillWaiting(state events.CodeState) bool {
 //
 // Every write is a compare-and-set on the revision read; a lost race re-reads
 // and decides again, so two racing polls can never both redeem a code.
-func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clientID, deviceCode string, now time.Time, counted bool) (response []byte, pending bool, err error) {
+func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clientID, deviceCode string, now time.Time, counted bool) (answer tokenAnswer, pending bool, err error) {
 	for {
 		rec, rev, err := e.codes.Get(ctx, codeID)
 		if errors.Is(err, kv.ErrNotFound) {
-			return nil, false, oauth.ErrInvalidGrant.WithDescription("The device code is not valid.")
+			return tokenAnswer{}, false, oauth.ErrInvalidGrant.WithDescription("The device code is not valid.")
 		}
 		if err != nil {
-			return nil, false, oauth.ErrServerError.WithCause(err)
+			return tokenAnswer{}, false, oauth.ErrServerError.WithCause(err)
 		}
 
 		// RFC 8628 section 3.4 binds the device code to the client it was
 		// issued to.
 		if rec.ClientID != clientID {
 			log.Warn().Str("code_client_id", rec.ClientID).Msg("device code presented by another client")
-			return nil, false, oauth.ErrInvalidGrant.WithDescription("The device code was not issued to this client.")
+			return tokenAnswer{}, false, oauth.ErrInvalidGrant.WithDescription("The device code was not issued to this client.")
 		}
 
 		switch rec.State {
@@ -166,28 +190,28 @@ func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clie
 			return response, false, err
 
 		case events.StateRedeemed:
-			log.Warn().Msg("device code redeemed again")
-			return nil, false, oauth.ErrInvalidGrant.WithDescription("The device code has already been used.")
+			answer, err := e.replay(ctx, log, codeID, deviceCode, rec, now)
+			return answer, false, err
 
 		case events.StateDenied:
-			return nil, false, oauth.ErrAccessDenied
+			return tokenAnswer{}, false, oauth.ErrAccessDenied
 
 		case events.StateApproved:
 			if !now.Before(rec.ExpiresAt.Add(approvedGrace)) {
-				return nil, false, oauth.ErrExpiredToken
+				return tokenAnswer{}, false, oauth.ErrExpiredToken
 			}
 
 		case events.StatePending:
 			if !now.Before(rec.ExpiresAt) {
-				return nil, false, oauth.ErrExpiredToken
+				return tokenAnswer{}, false, oauth.ErrExpiredToken
 			}
 
 		default:
-			return nil, false, oauth.ErrServerError.WithCause(fmt.Errorf("code in unknown state %q", rec.State))
+			return tokenAnswer{}, false, oauth.ErrServerError.WithCause(fmt.Errorf("code in unknown state %q", rec.State))
 		}
 
 		if !counted {
-			return nil, true, oauth.ErrAuthorizationPending
+			return tokenAnswer{}, true, oauth.ErrAuthorizationPending
 		}
 
 		interval := time.Duration(rec.IntervalSeconds) * time.Second
@@ -200,19 +224,19 @@ func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clie
 			if _, err := e.codes.Update(ctx, codeID, rec, rev); errors.Is(err, kv.ErrConflict) {
 				continue
 			} else if err != nil {
-				return nil, false, oauth.ErrServerError.WithCause(err)
+				return tokenAnswer{}, false, oauth.ErrServerError.WithCause(err)
 			}
 			log.Debug().Int("interval", rec.IntervalSeconds).Msg("poll too soon; slowing down")
-			return nil, false, oauth.ErrSlowDown
+			return tokenAnswer{}, false, oauth.ErrSlowDown
 		}
 
 		rec.LastPollAt = now
 		if _, err := e.codes.Update(ctx, codeID, rec, rev); errors.Is(err, kv.ErrConflict) {
 			continue
 		} else if err != nil {
-			return nil, false, oauth.ErrServerError.WithCause(err)
+			return tokenAnswer{}, false, oauth.ErrServerError.WithCause(err)
 		}
-		return nil, true, oauth.ErrAuthorizationPending
+		return tokenAnswer{}, true, oauth.ErrAuthorizationPending
 	}
 }
 
@@ -220,23 +244,25 @@ func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clie
 // mark is stored before the token is opened or sent, so when two polls race
 // only the one whose compare-and-set wins ever sees the token. It returns
 // kv.ErrConflict when it lost that race.
-func (e *Edge) redeem(ctx context.Context, log *zerolog.Logger, codeID, deviceCode string, rec events.CodeRecord, rev uint64, now time.Time) ([]byte, error) {
-	sealed := rec.SealedToken
+func (e *Edge) redeem(ctx context.Context, log *zerolog.Logger, codeID, deviceCode string, rec events.CodeRecord, rev uint64, now time.Time) (tokenAnswer, error) {
 	rec.State = events.StateRedeemed
 	rec.RedeemedAt = now
 	if _, err := e.codes.Update(ctx, codeID, rec, rev); err != nil {
 		if errors.Is(err, kv.ErrConflict) {
-			return nil, err
+			return tokenAnswer{}, err
 		}
-		return nil, oauth.ErrServerError.WithCause(err)
+		return tokenAnswer{}, oauth.ErrServerError.WithCause(err)
 	}
 
-	response, err := codes.Open(deviceCode, sealed)
+	response, err := codes.Open(deviceCode, rec.SealedToken)
 	if err != nil {
-		return nil, oauth.ErrServerError.WithCause(err)
+		return tokenAnswer{}, oauth.ErrServerError.WithCause(err)
+	}
+	if !rec.DecidedAt.IsZero() {
+		e.metrics.approvalToToken.Observe(e.cfg.Now().Sub(rec.DecidedAt).Seconds())
 	}
 	log.Info().Str("grant_id", rec.GrantID).Dur("since_approval", now.Sub(rec.DecidedAt)).Msg("token delivered")
-	return response, nil
+	return tokenAnswer{body: response}, nil
 }
 
 // requestedHold returns how long the client asked to be held with

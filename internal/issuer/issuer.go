@@ -19,6 +19,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/events"
@@ -26,6 +27,7 @@ import (
 	"github.com/streamco/deviceauth/internal/kv"
 	"github.com/streamco/deviceauth/internal/natsinfra"
 	"github.com/streamco/deviceauth/internal/oauth"
+	"github.com/streamco/deviceauth/internal/ops"
 	"github.com/streamco/deviceauth/internal/worker"
 )
 
@@ -55,6 +57,14 @@ type Config struct {
 
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
+
+	// BeforeStore and AfterStore, when set, are called with the code id
+	// after the tokens are minted but before the code record is stored as
+	// issued, and after the record and the grant are stored but before the
+	// event is acknowledged. Fault tests use them to stop an issuer at those
+	// points; production leaves them nil.
+	BeforeStore func(codeID string)
+	AfterStore  func(codeID string)
 }
 
 // Validate reports every problem with cfg at once.
@@ -103,6 +113,10 @@ type Issuer struct {
 	key     signingKey
 	allKeys []signingKey
 
+	nc       *nats.Conn
+	registry *prometheus.Registry
+	metrics  issuerMetrics
+
 	codes   *kv.Bucket[events.CodeRecord]
 	grants  *kv.Bucket[events.Grant]
 	refresh *kv.Bucket[events.RefreshToken]
@@ -128,16 +142,31 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Issuer, error) {
 		return nil, err
 	}
 
+	registry := prometheus.NewRegistry()
+	cfg.Worker.Metrics = worker.NewMetrics(registry)
 	cfg.Worker.Durable = events.ConsumerIssuer
 	cfg.Worker.FilterSubject = events.Subject(events.SubjectGrantApproved, "*")
 	return &Issuer{
-		cfg:     cfg,
-		js:      js,
-		hasher:  hasher,
-		log:     log.With().Str("service", "issuer").Logger(),
-		key:     active,
-		allKeys: all,
+		nc:       nc,
+		registry: registry,
+		metrics:  newIssuerMetrics(registry),
+		cfg:      cfg,
+		js:       js,
+		hasher:   hasher,
+		log:      log.With().Str("service", "issuer").Logger(),
+		key:      active,
+		allKeys:  all,
 	}, nil
+}
+
+// Metrics returns the issuer's own registry.
+func (is *Issuer) Metrics() *prometheus.Registry { return is.registry }
+
+// Ready reports whether NATS and every bucket the issuer writes are
+// reachable.
+func (is *Issuer) Ready(ctx context.Context) error {
+	return ops.NATSReady(is.nc, is.js, events.BucketCodes, events.BucketGrants,
+		events.BucketRefreshTokens, events.BucketKeys)(ctx)
 }
 
 // Run creates what the issuer needs, publishes its keys and consumes until
@@ -219,6 +248,12 @@ func (is *Issuer) publishKeys(ctx context.Context, bucket *kv.Bucket[events.KeyS
 // compare-and-set that moves the code to issued; when another issuer wins
 // that race, what this one minted is discarded and never leaves, so exactly
 // one token response exists per code.
+//
+// The grant and the refresh token record are written only after that
+// compare-and-set, from the ids stored in the code record, so a losing or
+// crashed issuer never leaves a grant that names tokens nobody holds. A
+// redelivery finds the code issued and writes whichever of the two is
+// missing.
 func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) error {
 	for {
 		rec, rev, err := is.codes.Get(ctx, codeID)
@@ -233,34 +268,21 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 		switch rec.State {
 		case events.StateApproved:
 		case events.StateIssued, events.StateRedeemed:
-			return nil
+			return is.storeGrant(ctx, codeID, rec)
 		default:
 			log.Warn().Str("state", string(rec.State)).Msg("grant event for a code that is not approved")
 			return nil
 		}
 
 		now := is.cfg.Now()
-		grant := events.Grant{
-			// One grant per code, so a redelivery overwrites rather than
-			// adds.
-			ID:         "grant_" + codeID[:32],
-			CodeID:     codeID,
-			ClientID:   rec.ClientID,
-			AccountID:  rec.AccountID,
-			Scopes:     rec.Scopes,
-			CreatedAt:  now,
-			DeviceKind: rec.DeviceKind,
-		}
-
-		response, refreshID, err := is.mint(ctx, &grant, now)
+		// One grant per code, so every attempt for a code names the same
+		// grant.
+		grantID := "grant_" + codeID[:32]
+		minted, err := is.mint(grantID, rec, now)
 		if err != nil {
 			return err
 		}
-		if _, err := is.grants.Put(ctx, events.GrantKey(grant.AccountID, grant.ID), grant); err != nil {
-			return err
-		}
-
-		plaintext, err := json.Marshal(response)
+		plaintext, err := json.Marshal(minted.response)
 		if err != nil {
 			return fmt.Errorf("issuer: encode token response: %w", err)
 		}
@@ -270,40 +292,108 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 		}
 
 		rec.State = events.StateIssued
-		rec.GrantID = grant.ID
+		rec.GrantID = grantID
+		rec.AccessTokenID = minted.jti
+		rec.RefreshTokenID = minted.refreshID
 		rec.SealedToken = sealed
 		rec.IssuedAt = now
+		if is.cfg.BeforeStore != nil {
+			is.cfg.BeforeStore(codeID)
+		}
 		_, err = is.codes.Update(ctx, codeID, rec, rev)
 		if errors.Is(err, kv.ErrConflict) {
-			is.discardRefresh(ctx, log, refreshID)
 			continue
 		}
 		if err != nil {
-			is.discardRefresh(ctx, log, refreshID)
 			return err
 		}
 
+		is.metrics.issued.Inc()
+		if !rec.DecidedAt.IsZero() {
+			is.metrics.approvalToIssue.Observe(now.Sub(rec.DecidedAt).Seconds())
+		}
 		log.Info().Str("client_id", rec.ClientID).Str("account_id", rec.AccountID).
-			Str("grant_id", grant.ID).Str("jti", grant.AccessTokenID).
+			Str("grant_id", grantID).Str("jti", minted.jti).
 			Dur("since_approval", now.Sub(rec.DecidedAt)).Msg("token issued")
+
+		if err := is.storeGrant(ctx, codeID, rec); err != nil {
+			return err
+		}
+		if is.cfg.AfterStore != nil {
+			is.cfg.AfterStore(codeID)
+		}
 		return nil
 	}
 }
 
-// mint signs the access token and creates the refresh token for grant, and
-// records their ids in it. It returns the storage id of the refresh token,
-// empty when none was made.
-func (is *Issuer) mint(ctx context.Context, grant *events.Grant, now time.Time) (oauth.TokenResponse, string, error) {
+// storeGrant writes the grant and its refresh token record for an issued
+// code, from what the code record says was minted. It writes nothing when
+// the grant exists, so a redelivery never brings back a refresh token that a
+// revocation deleted.
+func (is *Issuer) storeGrant(ctx context.Context, codeID string, rec events.CodeRecord) error {
+	if rec.GrantID == "" {
+		return nil
+	}
+	key := events.GrantKey(rec.AccountID, rec.GrantID)
+	if _, _, err := is.grants.Get(ctx, key); err == nil {
+		return nil
+	} else if !errors.Is(err, kv.ErrNotFound) {
+		return err
+	}
+
+	if rec.RefreshTokenID != "" {
+		_, err := is.refresh.Create(ctx, rec.RefreshTokenID, events.RefreshToken{
+			GrantID:   rec.GrantID,
+			ClientID:  rec.ClientID,
+			AccountID: rec.AccountID,
+			Scopes:    rec.Scopes,
+			IssuedAt:  rec.IssuedAt,
+			ExpiresAt: rec.IssuedAt.Add(is.cfg.RefreshTokenTTL),
+		})
+		if err != nil && !errors.Is(err, kv.ErrExists) {
+			return err
+		}
+	}
+
+	_, err := is.grants.Create(ctx, key, events.Grant{
+		ID:             rec.GrantID,
+		CodeID:         codeID,
+		ClientID:       rec.ClientID,
+		AccountID:      rec.AccountID,
+		Scopes:         rec.Scopes,
+		CreatedAt:      rec.IssuedAt,
+		AccessTokenID:  rec.AccessTokenID,
+		RefreshTokenID: rec.RefreshTokenID,
+		DeviceKind:     rec.DeviceKind,
+	})
+	if err != nil && !errors.Is(err, kv.ErrExists) {
+		return err
+	}
+	return nil
+}
+
+// minted is what mint produced: the response for the device and the ids
+// under which its tokens are recorded.
+type minted struct {
+	response  oauth.TokenResponse
+	jti       string
+	refreshID string
+}
+
+// mint signs the access token and makes the refresh token for the code in
+// rec. It stores nothing: the caller records the ids only if it wins the
+// compare-and-set on the code.
+func (is *Issuer) mint(grantID string, rec events.CodeRecord, now time.Time) (minted, error) {
 	jti := rand.Text()
 	claims := jwt.MapClaims{
 		"iss":       is.cfg.Issuer,
-		"sub":       grant.AccountID,
+		"sub":       rec.AccountID,
 		"aud":       is.cfg.Audience,
 		"exp":       now.Add(is.cfg.AccessTokenTTL).Unix(),
 		"iat":       now.Unix(),
 		"jti":       jti,
-		"client_id": grant.ClientID,
-		"scope":     strings.Join(grant.Scopes, " "),
+		"client_id": rec.ClientID,
+		"scope":     strings.Join(rec.Scopes, " "),
 	}
 	token := jwt.NewWithClaims(is.key.method(), claims)
 	// RFC 9068 section 2.1: the "at+jwt" type keeps an access token from
@@ -312,50 +402,30 @@ func (is *Issuer) mint(ctx context.Context, grant *events.Grant, now time.Time) 
 	token.Header["kid"] = is.key.id
 	signed, err := token.SignedString(is.key.private)
 	if err != nil {
-		return oauth.TokenResponse{}, "", fmt.Errorf("issuer: sign access token: %w", err)
+		return minted{}, fmt.Errorf("issuer: sign access token for %s: %w", grantID, err)
 	}
-	grant.AccessTokenID = jti
 
-	response := oauth.TokenResponse{
-		AccessToken: signed,
-		TokenType:   "Bearer",
-		ExpiresIn:   int(is.cfg.AccessTokenTTL / time.Second),
-		Scope:       strings.Join(grant.Scopes, " "),
+	out := minted{
+		jti: jti,
+		response: oauth.TokenResponse{
+			AccessToken: signed,
+			TokenType:   "Bearer",
+			ExpiresIn:   int(is.cfg.AccessTokenTTL / time.Second),
+			Scope:       strings.Join(rec.Scopes, " "),
+		},
 	}
-	if !slices.Contains(grant.Scopes, ScopeOfflineAccess) {
-		return response, "", nil
+	if !slices.Contains(rec.Scopes, ScopeOfflineAccess) {
+		return out, nil
 	}
 
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
-		return oauth.TokenResponse{}, "", fmt.Errorf("issuer: generate refresh token: %w", err)
+		return minted{}, fmt.Errorf("issuer: generate refresh token: %w", err)
 	}
 	refreshToken := base64.RawURLEncoding.EncodeToString(raw)
-	refreshID := is.hasher.RefreshTokenID(refreshToken)
-	_, err = is.refresh.Put(ctx, refreshID, events.RefreshToken{
-		GrantID:   grant.ID,
-		ClientID:  grant.ClientID,
-		AccountID: grant.AccountID,
-		Scopes:    grant.Scopes,
-		IssuedAt:  now,
-		ExpiresAt: now.Add(is.cfg.RefreshTokenTTL),
-	})
-	if err != nil {
-		return oauth.TokenResponse{}, "", err
-	}
-	grant.RefreshTokenID = refreshID
-	response.RefreshToken = refreshToken
-	return response, refreshID, nil
-}
-
-// discardRefresh deletes a refresh token that will never be handed out.
-func (is *Issuer) discardRefresh(ctx context.Context, log zerolog.Logger, refreshID string) {
-	if refreshID == "" {
-		return
-	}
-	if err := is.refresh.Delete(ctx, refreshID); err != nil {
-		log.Warn().Err(err).Msg("deleting an unused refresh token failed")
-	}
+	out.refreshID = is.hasher.RefreshTokenID(refreshToken)
+	out.response.RefreshToken = refreshToken
+	return out, nil
 }
 
 func shortID(id string) string {

@@ -59,10 +59,15 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 }
 
 // Connect opens a connection that reconnects forever, logging each change
-// of connection state.
+// of connection state. url may list several servers, comma-separated.
+//
+// Replies go to the inbox prefix InboxPrefix(name) rather than the shared
+// "_INBOX", so nats.conf can let each service subscribe only to its own
+// replies.
 func Connect(url, name string, log zerolog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
+		nats.CustomInboxPrefix(InboxPrefix(name)),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -87,6 +92,9 @@ func Connect(url, name string, log zerolog.Logger, extra ...nats.Option) (*nats.
 	}
 	return nc, nil
 }
+
+// InboxPrefix returns the reply subject prefix of the service called name.
+func InboxPrefix(name string) string { return "_INBOX_" + name }
 
 // Settings are the storage settings shared by the stream and every bucket.
 type Settings struct {

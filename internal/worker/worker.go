@@ -40,6 +40,8 @@ type Config struct {
 	MaxDeliver int
 	// HandlerTimeout bounds one call of the handler. Zero means 10 seconds.
 	HandlerTimeout time.Duration
+	// Metrics counts deliveries by outcome. Nil counts nothing.
+	Metrics *Metrics
 }
 
 func (c *Config) setDefaults() {
@@ -97,23 +99,32 @@ func process(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolo
 		delivered = meta.NumDelivered
 	}
 	msgLog := log.With().Str("subject", msg.Subject()).Uint64("delivery", delivered).Logger()
+	if delivered > 1 {
+		cfg.Metrics.redelivered(cfg.Durable)
+	}
 
 	// The handler gets its own deadline, detached from shutdown, so a stop
 	// signal does not abandon a message halfway through.
 	handlerCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.HandlerTimeout)
 	defer cancel()
 
+	started := time.Now()
 	err := handle(handlerCtx, msgLog, msg)
+	cfg.Metrics.handled(cfg.Durable, time.Since(started).Seconds())
 	switch {
 	case err == nil:
 		if err := msg.DoubleAck(handlerCtx); err != nil {
+			cfg.Metrics.outcome(cfg.Durable, OutcomeAckFailed)
 			msgLog.Warn().Err(err).Msg("acknowledgement failed; the message will be redelivered")
+			return
 		}
+		cfg.Metrics.outcome(cfg.Durable, OutcomeAcked)
 
 	case errors.Is(err, ErrPermanent) || delivered >= uint64(cfg.MaxDeliver):
-		deadLetter(handlerCtx, js, cfg.Durable, msgLog, msg, err)
+		deadLetter(handlerCtx, js, cfg, msgLog, msg, err)
 
 	default:
+		cfg.Metrics.outcome(cfg.Durable, OutcomeRetried)
 		delay := backoff(delivered)
 		msgLog.Warn().Err(err).Dur("retry_in", delay).Msg("handler failed; retrying")
 		if err := msg.NakWithDelay(delay); err != nil {
@@ -122,7 +133,8 @@ func process(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolo
 	}
 }
 
-func deadLetter(ctx context.Context, js jetstream.JetStream, durable string, log zerolog.Logger, msg jetstream.Msg, cause error) {
+func deadLetter(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolog.Logger, msg jetstream.Msg, cause error) {
+	durable := cfg.Durable
 	dead := nats.NewMsg(events.SubjectDeadLetter + "." + durable)
 	dead.Data = msg.Data()
 	dead.Header.Set(events.DeadLetterReasonHeader, cause.Error())
@@ -130,9 +142,12 @@ func deadLetter(ctx context.Context, js jetstream.JetStream, durable string, log
 
 	if _, err := js.PublishMsg(ctx, dead); err != nil {
 		log.Error().Err(err).AnErr("cause", cause).Msg("dead-letter publish failed; the message will be redelivered")
+		cfg.Metrics.outcome(durable, OutcomeRetried)
 		_ = msg.NakWithDelay(backoff(10))
 		return
 	}
+	cfg.Metrics.outcome(durable, OutcomeDeadLettered)
+	cfg.Metrics.deadLetter(durable)
 	log.Error().Err(cause).Msg("message dead-lettered")
 	if err := msg.Term(); err != nil {
 		log.Warn().Err(err).Msg("terminating dead-lettered message failed")
