@@ -181,7 +181,13 @@ func (r response) errorCode(t *testing.T) string {
 // postForm posts a form and returns the whole response.
 func (s *system) postForm(path string, form url.Values, header http.Header) response {
 	s.t.Helper()
-	req, err := http.NewRequestWithContext(s.t.Context(), http.MethodPost, s.URL+path, strings.NewReader(form.Encode()))
+	return s.postFormAt(s.URL, path, form, header)
+}
+
+// postFormAt is postForm to the edge at base.
+func (s *system) postFormAt(base, path string, form url.Values, header http.Header) response {
+	s.t.Helper()
+	req, err := http.NewRequestWithContext(s.t.Context(), http.MethodPost, base+path, strings.NewReader(form.Encode()))
 	if err != nil {
 		s.t.Fatalf("build request: %v", err)
 	}
@@ -225,11 +231,17 @@ func (s *system) authorize(clientID, scope string) oauth.DeviceAuthorizationResp
 // "Prefer: wait=N".
 func (s *system) poll(clientID, deviceCode string, hold time.Duration) response {
 	s.t.Helper()
+	return s.pollAt(s.URL, clientID, deviceCode, hold)
+}
+
+// pollAt is poll through the edge at base.
+func (s *system) pollAt(base, clientID, deviceCode string, hold time.Duration) response {
+	s.t.Helper()
 	var header http.Header
 	if hold > 0 {
 		header = http.Header{"Prefer": {fmt.Sprintf("wait=%d", int(hold/time.Second))}}
 	}
-	return s.postForm(edge.PathToken, url.Values{
+	return s.postFormAt(base, edge.PathToken, url.Values{
 		"grant_type":  {oauth.GrantTypeDeviceCode},
 		"client_id":   {clientID},
 		"device_code": {deviceCode},
