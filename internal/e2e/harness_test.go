@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,6 +46,23 @@ type system struct {
 	URL    string
 	// dataDir holds the stack's store and keys.
 	dataDir string
+
+	stopOnce sync.Once
+}
+
+// stop stops every part and the NATS server, keeping the data directory.
+func (s *system) stop() {
+	s.stopOnce.Do(func() {
+		s.server.CloseClientConnections()
+		s.stack.Edge.Close()
+		s.server.Close()
+		s.stack.Close()
+	})
+}
+
+// withDataDir starts the system on an existing data directory.
+func withDataDir(dir string) systemOption {
+	return func(c *devstack.Config) { c.DataDir = dir }
 }
 
 // Clients seeded for the tests besides the demo client.
@@ -92,12 +110,7 @@ func startSystem(t testing.TB, opts ...systemOption) *system {
 	server.Start()
 
 	s := &system{t: t, stack: stack, server: server, clock: c, URL: publicURL, dataDir: cfg.DataDir}
-	t.Cleanup(func() {
-		server.CloseClientConnections()
-		stack.Edge.Close()
-		server.Close()
-		stack.Close()
-	})
+	t.Cleanup(s.stop)
 	s.seedClient(events.Client{
 		ID: otherClientID, Name: "Other App", Public: true,
 		Scopes: []string{"profile"}, Grants: []string{oauth.GrantTypeDeviceCode},
