@@ -111,8 +111,22 @@ func (s Settings) replicas() int {
 }
 
 // EnsureStream creates or updates the stream of device-flow events.
+// It retries while the cluster cannot yet answer (see Retry).
 func EnsureStream(ctx context.Context, js jetstream.JetStream, s Settings) (jetstream.Stream, error) {
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	var stream jetstream.Stream
+	err := Retry(ctx, func(ctx context.Context) error {
+		var err error
+		stream, err = js.CreateOrUpdateStream(ctx, streamConfig(s))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsinfra: ensure stream %s: %w", events.StreamDevice, err)
+	}
+	return stream, nil
+}
+
+func streamConfig(s Settings) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
 		Name:        events.StreamDevice,
 		Description: "Device authorization events: requests, decisions, approvals.",
 		Subjects:    []string{events.SubjectAll},
@@ -124,11 +138,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, s Settings) (jets
 		// message id, so a redelivered decision does not queue a second
 		// grant within this window.
 		Duplicates: 10 * time.Minute,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("natsinfra: ensure stream %s: %w", events.StreamDevice, err)
 	}
-	return stream, nil
 }
 
 // bucketTTL is how long a value lives after its last write; zero keeps it.
@@ -145,19 +155,25 @@ var bucketTTL = map[string]time.Duration{
 	events.BucketKeys:          0,
 }
 
-// EnsureBucket creates or updates one of the buckets named in package events.
+// EnsureBucket creates or updates one of the buckets named in package
+// events. It retries while the cluster cannot yet answer (see Retry).
 func EnsureBucket(ctx context.Context, js jetstream.JetStream, name string, s Settings) (jetstream.KeyValue, error) {
 	ttl, known := bucketTTL[name]
 	if !known {
 		return nil, fmt.Errorf("natsinfra: unknown bucket %q", name)
 	}
 
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:   name,
-		History:  1,
-		TTL:      ttl,
-		Storage:  jetstream.FileStorage,
-		Replicas: s.replicas(),
+	var kv jetstream.KeyValue
+	err := Retry(ctx, func(ctx context.Context) error {
+		var err error
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:   name,
+			History:  1,
+			TTL:      ttl,
+			Storage:  jetstream.FileStorage,
+			Replicas: s.replicas(),
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsinfra: ensure bucket %s: %w", name, err)
