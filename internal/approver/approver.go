@@ -84,8 +84,9 @@ func (a *Approver) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	codes := kv.New[events.CodeRecord](buckets[events.BucketCodes])
-	if err := a.stats.follow(ctx, codes); err != nil {
+	codes := kv.NewLeaderRead[events.CodeRecord](buckets[events.BucketCodes], a.nc)
+	err = natsinfra.Retry(ctx, func(context.Context) error { return a.stats.follow(ctx, codes) })
+	if err != nil {
 		return fmt.Errorf("approver: follow code states: %w", err)
 	}
 

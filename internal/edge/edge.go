@@ -207,7 +207,7 @@ func (e *Edge) Start(ctx context.Context) error {
 		return err
 	}
 
-	e.codes = kv.New[events.CodeRecord](buckets[events.BucketCodes])
+	e.codes = kv.NewLeaderRead[events.CodeRecord](buckets[events.BucketCodes], e.nc)
 	e.userCodes = kv.New[string](buckets[events.BucketUserCodes])
 	e.sessions = kv.New[events.Session](buckets[events.BucketSessions])
 	e.keys = kv.New[events.KeySet](buckets[events.BucketKeys])

@@ -180,7 +180,7 @@ func (is *Issuer) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	is.codes = kv.New[events.CodeRecord](buckets[events.BucketCodes])
+	is.codes = kv.NewLeaderRead[events.CodeRecord](buckets[events.BucketCodes], is.nc)
 	is.grants = kv.New[events.Grant](buckets[events.BucketGrants])
 	is.refresh = kv.New[events.RefreshToken](buckets[events.BucketRefreshTokens])
 

@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/streamco/deviceauth/events"
@@ -26,7 +28,14 @@ var (
 // Bucket is a typed view of a JetStream KV bucket.
 type Bucket[T any] struct {
 	kv jetstream.KeyValue
+	// leader, when set, serves Get from the stream leader (see
+	// NewLeaderRead).
+	leader *nats.Conn
 }
+
+// defaultTimeout bounds a leader read whose context has no deadline, as the
+// client does for its own requests.
+const defaultTimeout = 5 * time.Second
 
 // New returns a typed view of kv.
 func New[T any](kv jetstream.KeyValue) *Bucket[T] {
@@ -39,6 +48,9 @@ func (b *Bucket[T]) Name() string { return b.kv.Bucket() }
 // Get returns the value under key and its revision. It returns ErrNotFound
 // when there is none.
 func (b *Bucket[T]) Get(ctx context.Context, key string) (T, uint64, error) {
+	if b.leader != nil {
+		return b.leaderGet(ctx, key)
+	}
 	var value T
 	entry, err := b.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
