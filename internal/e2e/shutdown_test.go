@@ -146,4 +146,3 @@ func TestEdgeStopsGracefully(t *testing.T) {
 		}
 	}
 }
-
