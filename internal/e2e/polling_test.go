@@ -417,14 +417,17 @@ func TestHeldPollReadsNoStorage(t *testing.T) {
 
 	var reads atomic.Int32
 	nc := sys.conn()
+	var subs []*nats.Subscription
 	for _, subject := range []string{
 		"$JS.API.DIRECT.GET.KV_" + events.BucketCodes + ".>",
 		"$JS.API.DIRECT.GET.KV_" + events.BucketCodes,
 		"$JS.API.STREAM.MSG.GET.KV_" + events.BucketCodes,
 	} {
-		if _, err := nc.Subscribe(subject, func(*nats.Msg) { reads.Add(1) }); err != nil {
+		sub, err := nc.Subscribe(subject, func(*nats.Msg) { reads.Add(1) })
+		if err != nil {
 			t.Fatalf("subscribe %s: %v", subject, err)
 		}
+		subs = append(subs, sub)
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatalf("flush: %v", err)
@@ -433,6 +436,19 @@ func TestHeldPollReadsNoStorage(t *testing.T) {
 	done := make(chan response, 1)
 	go func() { done <- sys.poll(devstack.DemoClientID, da.DeviceCode, 20*time.Second) }()
 	sys.waitForPoll(da.DeviceCode)
+	// waitForPoll reads the record too; count those reads before the
+	// interval starts, since the counting callbacks run asynchronously.
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	waitFor(t, 5*time.Second, "the counted reads to be handled", func() bool {
+		for _, sub := range subs {
+			if pending, _, _ := sub.Pending(); pending > 0 {
+				return false
+			}
+		}
+		return true
+	})
 	if reads.Load() == 0 {
 		t.Fatal("no KV read seen for the poll itself; the counter is not working")
 	}
