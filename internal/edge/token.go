@@ -128,12 +128,14 @@ func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID
 	timer := time.NewTimer(hold)
 	defer timer.Stop()
 	for {
+		changed := false
 		select {
 		case msg := <-changes:
-			var changed events.CodeRecord
-			if events.Decode(msg.Data, &changed) == nil && stillWaiting(changed.State) {
+			var rec events.CodeRecord
+			if events.Decode(msg.Data, &rec) == nil && stillWaiting(rec.State) {
 				continue
 			}
+			changed = true
 		case <-timer.C:
 		case <-e.closing:
 			return tokenAnswer{}, oauth.ErrAuthorizationPending
@@ -144,9 +146,39 @@ func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID
 		// The code changed state or the hold ended: answer as a plain poll
 		// would, without counting it as another poll.
 		response, pending, err := e.decidePoll(ctx, log, codeID, clientID, deviceCode, e.cfg.Now(), false)
+		if pending && changed {
+			response, pending, err = e.readChange(ctx, log, codeID, clientID, deviceCode)
+		}
 		if !pending || !e.cfg.Now().Before(deadline) {
 			return response, err
 		}
+	}
+}
+
+// readChange reads a code again after its change subject announced a state
+// that ends the wait but the first read still found it waiting. The
+// announcement is the write as published, and a replicated bucket's leader
+// stores it only once a quorum has it, so the read can come first. It tries
+// a few times over about a second before it gives up and keeps waiting.
+func (e *Edge) readChange(ctx context.Context, log *zerolog.Logger, codeID, clientID, deviceCode string) (tokenAnswer, bool, error) {
+	delay := 10 * time.Millisecond
+	for {
+		wait := time.NewTimer(delay)
+		select {
+		case <-wait.C:
+		case <-e.closing:
+			wait.Stop()
+			return tokenAnswer{}, false, oauth.ErrAuthorizationPending
+		case <-ctx.Done():
+			wait.Stop()
+			return tokenAnswer{}, false, ctx.Err()
+		}
+
+		response, pending, err := e.decidePoll(ctx, log, codeID, clientID, deviceCode, e.cfg.Now(), false)
+		if !pending || delay >= 640*time.Millisecond {
+			return response, pending, err
+		}
+		delay *= 2
 	}
 }
 
