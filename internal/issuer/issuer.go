@@ -366,10 +366,24 @@ func (is *Issuer) storeGrant(ctx context.Context, codeID string, rec events.Code
 		RefreshTokenID: rec.RefreshTokenID,
 		DeviceKind:     rec.DeviceKind,
 	})
-	if err != nil && !errors.Is(err, kv.ErrExists) {
+	if errors.Is(err, kv.ErrExists) {
+		return is.dropRevokedRefresh(ctx, key, rec.RefreshTokenID)
+	}
+	return err
+}
+
+// dropRevokedRefresh deletes the refresh token record just created for a
+// grant that an edge created first, already revoked, because the device code
+// was replayed before this issuer got to write the grant.
+func (is *Issuer) dropRevokedRefresh(ctx context.Context, key, refreshID string) error {
+	grant, _, err := is.grants.Get(ctx, key)
+	if err != nil {
 		return err
 	}
-	return nil
+	if grant.RevokedAt.IsZero() || refreshID == "" {
+		return nil
+	}
+	return is.refresh.Delete(ctx, refreshID)
 }
 
 // minted is what mint produced: the response for the device and the ids
