@@ -14,7 +14,7 @@ import (
 	"github.com/streamco/deviceauth/internal/oauth"
 )
 
-// replay answers a device code presented again after it was redeemed, by
+// replay handles a device code presented again after it was redeemed, by
 // the client it was issued to (decidePoll has checked that).
 //
 // A held poll's response can be cut after the code was marked redeemed: an

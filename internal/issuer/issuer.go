@@ -327,7 +327,7 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 }
 
 // storeGrant writes the grant and its refresh token record for an issued
-// code, from what the code record says was minted. It writes nothing when
+// code, from the token ids the code record stores. It writes nothing when
 // the grant exists, so a redelivery never brings back a refresh token that a
 // revocation deleted.
 func (is *Issuer) storeGrant(ctx context.Context, codeID string, rec events.CodeRecord) error {
@@ -386,7 +386,7 @@ func (is *Issuer) dropRevokedRefresh(ctx context.Context, key, refreshID string)
 	return is.refresh.Delete(ctx, refreshID)
 }
 
-// minted is what mint produced: the response for the device and the ids
+// minted holds the output of mint: the response for the device and the ids
 // under which its tokens are recorded.
 type minted struct {
 	response  oauth.TokenResponse

@@ -12,7 +12,7 @@ import (
 	"github.com/streamco/deviceauth/events"
 )
 
-// NewLeaderRead returns a typed view of kv whose Get asks the leader of the
+// NewLeaderRead returns a typed view of kv whose Get requests the leader of the
 // bucket's stream, through nc, instead of any replica.
 //
 // The client's KV reads are direct gets, which any replica of a replicated

@@ -2,7 +2,7 @@
 // metrics at /metrics, liveness at /healthz, readiness at /readyz, and, only
 // when asked for, the Go profiler under /debug/pprof/. It also holds the
 // readiness check the services share: NATS connected and every bucket the
-// service uses answering.
+// service uses responding.
 package ops
 
 import (
@@ -66,10 +66,10 @@ func All(checks ...Check) Check {
 	}
 }
 
-// Health serves /healthz and /readyz on mux. /healthz answers 200 while the
-// process can serve HTTP at all; /readyz answers 200 only while ready passes,
-// and 503 with the reason otherwise, so a load balancer or an orchestrator
-// stops sending work to a service that cannot reach its storage.
+// Health serves /healthz and /readyz on mux. /healthz returns 200 while the
+// process can serve HTTP at all. /readyz returns 200 only while ready
+// passes, and 503 with the reason otherwise, so that a load balancer stops
+// sending work to a service that cannot reach its storage.
 func Health(mux *http.ServeMux, ready Check, log zerolog.Logger) {
 	mux.HandleFunc("GET "+PathHealth, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

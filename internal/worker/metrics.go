@@ -8,7 +8,7 @@ const (
 	OutcomeRetried      = "retried"
 	OutcomeDeadLettered = "dead_lettered"
 	// OutcomeAckFailed is a message whose result was stored but whose
-	// acknowledgement did not reach the server; it will be redelivered and
+	// acknowledgement did not reach the server. It will be redelivered, and
 	// the idempotent handler will find its work already done.
 	OutcomeAckFailed = "ack_failed"
 )
