@@ -86,8 +86,20 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolog.Lo
 	// the wait group lets a stop finish every message already started.
 	slots := make(chan struct{}, cfg.Concurrency)
 	var inHand sync.WaitGroup
+	// The client can still deliver a buffered message after Closed, when
+	// its connection was closed under it; stopped turns such a message
+	// away, unacknowledged, so it is redelivered elsewhere and the wait
+	// group is never added to while Run waits on it.
+	var mu sync.Mutex
+	stopped := false
 	consumeCtx, err := consumer.Consume(func(msg jetstream.Msg) {
 		slots <- struct{}{}
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			<-slots
+			return
+		}
 		inHand.Go(func() {
 			defer func() { <-slots }()
 			process(ctx, js, cfg, log, handle, msg)
@@ -106,6 +118,9 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolog.Lo
 	<-ctx.Done()
 	consumeCtx.Drain()
 	<-consumeCtx.Closed()
+	mu.Lock()
+	stopped = true
+	mu.Unlock()
 	inHand.Wait()
 	log.Info().Str("consumer", cfg.Durable).Msg("stopped consuming")
 	return nil
