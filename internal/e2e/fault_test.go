@@ -218,6 +218,24 @@ func startFaultSystem(t *testing.T) *faultSystem {
 	return f
 }
 
+// checkReplicasKept ensures the codes bucket again with one replica, as a
+// service left at the default --replicas would, and expects it to keep
+// its three.
+func (f *faultSystem) checkReplicasKept() {
+	f.t.Helper()
+	js, _ := jetstream.New(f.connect("replicas-check"))
+	if _, err := natsinfra.EnsureBucket(f.t.Context(), js, events.BucketCodes, natsinfra.Settings{Replicas: 1}); err != nil {
+		f.t.Fatalf("ensure the codes bucket with one replica: %v", err)
+	}
+	stream, err := js.Stream(f.t.Context(), "KV_"+events.BucketCodes)
+	if err != nil {
+		f.t.Fatalf("codes bucket stream: %v", err)
+	}
+	if got := stream.CachedInfo().Config.Replicas; got != 3 {
+		f.t.Errorf("codes bucket has %d replicas after a service ensured it with 1, want the 3 it had", got)
+	}
+}
+
 // waitReady waits until a service has created what it needs. Services
 // started together on a fresh cluster would all race to create the same
 // replicated buckets; an orchestrator's readiness gate orders them the
@@ -277,6 +295,7 @@ func TestFaultsLoseNothing(t *testing.T) {
 	began := time.Now()
 	f := startFaultSystem(t)
 	t.Logf("%s: system up", time.Since(began).Round(time.Millisecond))
+	f.checkReplicasKept()
 	edgeURLs := []string{f.edges[0].URL, f.edges[1].URL}
 
 	// The first issuer dies on the first token it stores, before the

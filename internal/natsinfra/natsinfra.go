@@ -93,6 +93,19 @@ func Connect(url, name string, log zerolog.Logger, extra ...nats.Option) (*nats.
 	return nc, nil
 }
 
+// keptReplicas returns the replica count of the stream when it exists, and
+// want otherwise. The first service to start sets the count; one started
+// later with another --replicas, such as the default 1 on a cluster, must
+// not quietly rescale a running stream and lose its copies. Changing the
+// count is an operator's decision, made with the nats CLI.
+func keptReplicas(ctx context.Context, js jetstream.JetStream, stream string, want int) int {
+	existing, err := js.Stream(ctx, stream)
+	if err != nil {
+		return want
+	}
+	return existing.CachedInfo().Config.Replicas
+}
+
 // InboxPrefix returns the reply subject prefix of the service called name.
 func InboxPrefix(name string) string { return "_INBOX_" + name }
 
@@ -116,7 +129,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, s Settings) (jets
 	var stream jetstream.Stream
 	err := Retry(ctx, func(ctx context.Context) error {
 		var err error
-		stream, err = js.CreateOrUpdateStream(ctx, streamConfig(s))
+		cfg := streamConfig(s)
+		cfg.Replicas = keptReplicas(ctx, js, cfg.Name, cfg.Replicas)
+		stream, err = js.CreateOrUpdateStream(ctx, cfg)
 		return err
 	})
 	if err != nil {
@@ -171,7 +186,7 @@ func EnsureBucket(ctx context.Context, js jetstream.JetStream, name string, s Se
 			History:  1,
 			TTL:      ttl,
 			Storage:  jetstream.FileStorage,
-			Replicas: s.replicas(),
+			Replicas: keptReplicas(ctx, js, "KV_"+name, s.replicas()),
 		})
 		return err
 	})
