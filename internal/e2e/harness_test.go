@@ -211,6 +211,36 @@ func (s *system) postFormAt(base, path string, form url.Values, header http.Head
 	return s.do(req)
 }
 
+// pollInBackground polls through the edge at base on another goroutine and
+// delivers the response. A request that fails is delivered as status 0 with
+// the error as its body, because only the test's own goroutine may stop it.
+func (s *system) pollInBackground(base, clientID, deviceCode string, hold time.Duration) <-chan response {
+	form := url.Values{
+		"grant_type":  {oauth.GrantTypeDeviceCode},
+		"client_id":   {clientID},
+		"device_code": {deviceCode},
+	}
+	req, err := http.NewRequestWithContext(s.t.Context(), http.MethodPost, base+edge.PathToken, strings.NewReader(form.Encode()))
+	if err != nil {
+		s.t.Fatalf("build request: %v", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Prefer", fmt.Sprintf("wait=%d", int(hold/time.Second)))
+
+	out := make(chan response, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			out <- response{Body: []byte(err.Error())}
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		out <- response{StatusCode: resp.StatusCode, Header: resp.Header, Body: body}
+	}()
+	return out
+}
+
 func (s *system) do(req *http.Request) response {
 	s.t.Helper()
 	resp, err := http.DefaultClient.Do(req)

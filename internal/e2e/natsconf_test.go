@@ -175,8 +175,7 @@ func TestNATSConfPermissions(t *testing.T) {
 	// under its own user.
 	sys := &system{t: t, URL: publicURL}
 	da := sys.authorize(devstack.DemoClientID, "profile offline_access")
-	held := make(chan response, 1)
-	go func() { held <- sys.poll(devstack.DemoClientID, da.DeviceCode, 15*time.Second) }()
+	held := sys.pollInBackground(publicURL, devstack.DemoClientID, da.DeviceCode, 15*time.Second)
 	waitFor(t, 5*time.Second, "the poll to be held", func() bool {
 		return metricValue(t, e.Metrics(), "deviceauth_edge_held_polls", nil) == 1
 	})

@@ -33,8 +33,7 @@ func TestMetricsFollowOneFlow(t *testing.T) {
 	})
 	da := sys.authorize(devstack.DemoClientID, "profile")
 
-	done := make(chan response, 1)
-	go func() { done <- sys.poll(devstack.DemoClientID, da.DeviceCode, 20*time.Second) }()
+	done := sys.pollInBackground(sys.URL, devstack.DemoClientID, da.DeviceCode, 20*time.Second)
 	sys.waitForPoll(da.DeviceCode)
 	waitFor(t, 5*time.Second, "the held polls gauge to reach 1", func() bool {
 		return metricValue(t, stack.Edge.Metrics(), "deviceauth_edge_held_polls", nil) == 1

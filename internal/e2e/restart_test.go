@@ -56,8 +56,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 	<-stranded
 	first.waitForState(approvedOnly.DeviceCode, events.StateApproved)
 
-	held := make(chan response, 1)
-	go func() { held <- first.poll(devstack.DemoClientID, waiting.DeviceCode, 20*time.Second) }()
+	held := first.pollInBackground(first.URL, devstack.DemoClientID, waiting.DeviceCode, 20*time.Second)
 	first.waitForPoll(waiting.DeviceCode)
 
 	// Stop NATS under the paused issuer, so its store fails, then stop
@@ -109,8 +108,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 
 	// The device that was waiting polls again and the person approves now.
 	waiting.VerificationURIComplete = strings.Replace(waiting.VerificationURIComplete, first.URL, second.URL, 1)
-	answer := make(chan response, 1)
-	go func() { answer <- second.poll(devstack.DemoClientID, waiting.DeviceCode, 15*time.Second) }()
+	answer := second.pollInBackground(second.URL, devstack.DemoClientID, waiting.DeviceCode, 15*time.Second)
 	second.waitForPoll(waiting.DeviceCode)
 	second.decide(waiting, "approve")
 	resp := <-answer

@@ -57,13 +57,11 @@ func TestEdgeStopsGracefully(t *testing.T) {
 	// Three devices hold polls on the edge about to stop.
 	const devices = 3
 	var codes []oauth.DeviceAuthorizationResponse
-	answers := make(chan response, devices)
+	var answers []<-chan response
 	for range devices {
 		da := sys.authorize(devstack.DemoClientID, "profile")
 		codes = append(codes, da)
-		go func() {
-			answers <- sys.pollAt("http://"+addr, devstack.DemoClientID, da.DeviceCode, 20*time.Second)
-		}()
+		answers = append(answers, sys.pollInBackground("http://"+addr, devstack.DemoClientID, da.DeviceCode, 20*time.Second))
 	}
 	waitFor(t, 5*time.Second, "the polls to be held", func() bool {
 		return metricValue(t, stopping.Metrics(), "deviceauth_edge_held_polls", nil) == devices
@@ -91,9 +89,9 @@ func TestEdgeStopsGracefully(t *testing.T) {
 
 	stopAt := time.Now()
 	stop()
-	for range devices {
+	for _, answer := range answers {
 		select {
-		case resp := <-answers:
+		case resp := <-answer:
 			assertOAuthError(t, resp, http.StatusBadRequest, oauth.CodeAuthorizationPending)
 		case <-time.After(5 * time.Second):
 			t.Fatal("held poll not answered within 5s of the stop")
