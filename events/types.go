@@ -57,15 +57,18 @@ type CodeRecord struct {
 	Username  string    `json:"username,omitempty"`
 	DecidedAt time.Time `json:"decided_at,omitzero"`
 
-	GrantID     string `json:"grant_id,omitempty"`
-	SealedToken []byte `json:"sealed_token,omitempty"`
-	// AccessTokenID (the jti) and RefreshTokenID (the refresh token's keyed
-	// hash) name the tokens in SealedToken, so a redelivered grant event can
-	// rebuild the grant if the issuer stopped before writing it.
-	AccessTokenID  string    `json:"access_token_id,omitempty"`
-	RefreshTokenID string    `json:"refresh_token_id,omitempty"`
-	IssuedAt       time.Time `json:"issued_at,omitzero"`
-	RedeemedAt     time.Time `json:"redeemed_at,omitzero"`
+	GrantID string `json:"grant_id,omitempty"`
+	// AccessTokenID is the jti of the access token and RefreshTokenID the
+	// keyed hash of the refresh token in SealedToken. The issuer writes the
+	// grant from them after it stored this record, so the grant always
+	// names the tokens the device received.
+	AccessTokenID  string `json:"access_token_id,omitempty"`
+	RefreshTokenID string `json:"refresh_token_id,omitempty"`
+	// SealedToken stays after redemption, so the same device can collect a
+	// response it lost in transit within the edge's replay window.
+	SealedToken []byte    `json:"sealed_token,omitempty"`
+	IssuedAt    time.Time `json:"issued_at,omitzero"`
+	RedeemedAt  time.Time `json:"redeemed_at,omitzero"`
 }
 
 // CodeRequested is published on SubjectCodeRequested.
@@ -162,10 +165,24 @@ type GrantRevoked struct {
 	AccountID string    `json:"account_id"`
 	ClientID  string    `json:"client_id"`
 	RevokedAt time.Time `json:"revoked_at"`
-	// Reason is "user" for a revocation from the devices page, "client" for
-	// RFC 7009 revocation, "reuse" when a rotated refresh token came back.
+	// Reason is one of the RevokeReason constants.
 	Reason string `json:"reason"`
 }
+
+// Reasons for revoking a grant, the values of GrantRevoked.Reason.
+const (
+	// RevokeReasonUser is a revocation from the person's devices page.
+	RevokeReasonUser = "user"
+	// RevokeReasonClient is an RFC 7009 revocation request by the client.
+	RevokeReasonClient = "client"
+	// RevokeReasonReuse is a rotated refresh token presented again.
+	RevokeReasonReuse = "reuse"
+	// RevokeReasonReplay is a device code presented again after the edge's
+	// replay window: the code may have leaked, so what it produced is
+	// withdrawn (RFC 6749 section 4.1.2 asks the same of authorization
+	// codes).
+	RevokeReasonReplay = "replay"
+)
 
 // RefreshToken is the value stored in BucketRefreshTokens under a keyed hash
 // of the token.

@@ -13,7 +13,8 @@ import (
 
 func main() {
 	flags := cli.NewFlags("approver")
-	natsURL := flags.String("nats", "NATS_URL", "nats://127.0.0.1:4222", "NATS server URL")
+	natsFlags := flags.NATS()
+	debug := flags.Debug("127.0.0.1:9091")
 	replicas := flags.Int("replicas", "NATS_REPLICAS", 1, "replicas of each stream and bucket (3 in a three-node cluster)")
 	logLevel := flags.String("log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	logPretty := flags.Bool("log-pretty", "LOG_PRETTY", false, "human-readable logs instead of JSON")
@@ -27,7 +28,7 @@ func main() {
 	ctx, stop := cli.SignalContext()
 	defer stop()
 
-	nc, err := natsinfra.Connect(*natsURL, "approver", log)
+	nc, err := natsinfra.Connect(*natsFlags.URL, "approver", log, natsFlags.Options()...)
 	if err != nil {
 		cli.Fatal(log, err, "connecting to NATS failed")
 	}
@@ -37,6 +38,7 @@ func main() {
 	if err != nil {
 		cli.Fatal(log, err, "invalid configuration")
 	}
+	cli.ServeDebug(ctx, debug, a.Metrics(), a.Ready, log)
 	if err := a.Run(ctx); err != nil {
 		cli.Fatal(log, err, "approver failed")
 	}

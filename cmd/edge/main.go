@@ -20,7 +20,8 @@ import (
 
 func main() {
 	flags := cli.NewFlags("edge")
-	natsURL := flags.String("nats", "NATS_URL", "nats://127.0.0.1:4222", "NATS server URL")
+	natsFlags := flags.NATS()
+	debug := flags.Debug("127.0.0.1:9090")
 	addr := flags.String("addr", "EDGE_ADDR", "127.0.0.1:8080", "HTTP listen address")
 	publicURL := flags.String("public-url", "PUBLIC_URL", "", "base URL devices and phones use to reach the edges (default http://ADDR)")
 	hashKeyFile := flags.String("hash-key-file", "HASH_KEY_FILE", "", "file with the hex hash key shared by every edge and the issuer")
@@ -28,6 +29,7 @@ func main() {
 	maxHold := flags.Duration("max-hold", "MAX_HOLD", 0, "longest hold granted to a poll with Prefer: wait (default 20s)")
 	codeLifetime := flags.Duration("code-lifetime", "CODE_LIFETIME", 0, "lifetime of a device code for clients that set none (default 10m)")
 	pollInterval := flags.Duration("poll-interval", "POLL_INTERVAL", 0, "poll interval for clients that set none (default 5s)")
+	replayWindow := flags.Duration("replay-window", "REPLAY_WINDOW", 0, "how long after redemption the same client gets the identical token response again (default 15s; negative turns replays off)")
 	logLevel := flags.String("log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	logPretty := flags.Bool("log-pretty", "LOG_PRETTY", false, "human-readable logs instead of JSON")
 	dev := flags.Bool("dev", "DEV", false, "run everything in this process on an embedded NATS server, with demo data")
@@ -51,13 +53,14 @@ func main() {
 		MaxHold:      *maxHold,
 		CodeLifetime: *codeLifetime,
 		PollInterval: *pollInterval,
+		ReplayWindow: *replayWindow,
 	}
 
 	ctx, stop := cli.SignalContext()
 	defer stop()
 
 	if *dev {
-		runDev(ctx, log, cfg, *dataDir)
+		runDev(ctx, log, cfg, *dataDir, debug)
 		return
 	}
 
@@ -68,7 +71,7 @@ func main() {
 	if err != nil {
 		cli.Fatal(log, err, "invalid configuration")
 	}
-	nc, err := natsinfra.Connect(*natsURL, "edge", log)
+	nc, err := natsinfra.Connect(*natsFlags.URL, "edge", log, natsFlags.Options()...)
 	if err != nil {
 		cli.Fatal(log, err, "connecting to NATS failed")
 	}
@@ -78,15 +81,18 @@ func main() {
 	if err != nil {
 		cli.Fatal(log, err, "invalid configuration")
 	}
+	cli.ServeDebug(ctx, debug, e.Metrics(), e.Ready, log)
 	if err := e.Run(ctx); err != nil {
 		cli.Fatal(log, err, "edge failed")
 	}
+	// Run returned after every request finished; draining delivers what the
+	// connection still buffers and flushes its last publishes.
 	if err := nc.Drain(); err != nil {
 		log.Warn().Err(err).Msg("draining the NATS connection failed")
 	}
 }
 
-func runDev(ctx context.Context, log zerolog.Logger, cfg edge.Config, dataDir string) {
+func runDev(ctx context.Context, log zerolog.Logger, cfg edge.Config, dataDir string, debug cli.DebugFlags) {
 	absData, err := filepath.Abs(dataDir)
 	if err != nil {
 		cli.Fatal(log, err, "invalid data directory")
@@ -96,6 +102,7 @@ func runDev(ctx context.Context, log zerolog.Logger, cfg edge.Config, dataDir st
 		cli.Fatal(log, err, "starting the development stack failed")
 	}
 	defer stack.Close()
+	cli.ServeDebug(ctx, debug, stack.Metrics(), stack.Ready, log)
 
 	fmt.Fprintf(os.Stderr, `
 Device authorization server running (development mode).

@@ -14,11 +14,12 @@ import (
 
 func main() {
 	flags := cli.NewFlags("issuer")
-	natsURL := flags.String("nats", "NATS_URL", "nats://127.0.0.1:4222", "NATS server URL")
+	natsFlags := flags.NATS()
+	debug := flags.Debug("127.0.0.1:9092")
 	replicas := flags.Int("replicas", "NATS_REPLICAS", 1, "replicas of each stream and bucket (3 in a three-node cluster)")
 	issuerURL := flags.String("issuer", "ISSUER_URL", "", "the iss claim: the edges' public base URL, as given to them with --public-url")
 	audience := flags.String("audience", "TOKEN_AUDIENCE", "streaming-api", "the aud claim: the resource server the tokens are for")
-	keyDir := flags.String("key-dir", "KEY_DIR", "keys", "directory of PEM (PKCS #8) signing keys; one is generated if none exists")
+	keyDir := flags.String("key-dir", "KEY_DIR", "keys", "directory of PEM (PKCS #8) signing keys, all published; the newest by file name signs, and one is generated if none exists")
 	algorithm := flags.String("algorithm", "SIGNING_ALGORITHM", issuer.AlgorithmRS256, "signing algorithm: RS256 or ES256")
 	hashKeyFile := flags.String("hash-key-file", "HASH_KEY_FILE", "", "file with the hex hash key shared with the edges")
 	accessTTL := flags.Duration("access-token-ttl", "ACCESS_TOKEN_TTL", 0, "lifetime of access tokens (default 1h)")
@@ -44,7 +45,7 @@ func main() {
 		cli.Fatal(log, err, "invalid configuration")
 	}
 
-	nc, err := natsinfra.Connect(*natsURL, "issuer", log)
+	nc, err := natsinfra.Connect(*natsFlags.URL, "issuer", log, natsFlags.Options()...)
 	if err != nil {
 		cli.Fatal(log, err, "connecting to NATS failed")
 	}
@@ -64,6 +65,7 @@ func main() {
 	if err != nil {
 		cli.Fatal(log, err, "invalid configuration")
 	}
+	cli.ServeDebug(ctx, debug, is.Metrics(), is.Ready, log)
 	if err := is.Run(ctx); err != nil {
 		cli.Fatal(log, err, "issuer failed")
 	}

@@ -8,14 +8,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/events"
 	"github.com/streamco/deviceauth/internal/kv"
 	"github.com/streamco/deviceauth/internal/natsinfra"
+	"github.com/streamco/deviceauth/internal/ops"
 	"github.com/streamco/deviceauth/internal/worker"
 )
 
@@ -23,13 +26,19 @@ import (
 type Config struct {
 	Storage natsinfra.Settings
 	Worker  worker.Config
+	// Now is the clock of the code statistics. Nil means time.Now.
+	Now func() time.Time
 }
 
 // Approver consumes decisions.
 type Approver struct {
 	cfg Config
+	nc  *nats.Conn
 	js  jetstream.JetStream
 	log zerolog.Logger
+
+	registry *prometheus.Registry
+	stats    *codeStats
 }
 
 // New returns an approver that uses nc.
@@ -38,9 +47,32 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Approver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("approver: %w", err)
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	registry := prometheus.NewRegistry()
+	stats := newCodeStats(cfg.Now)
+	registry.MustRegister(stats)
+	cfg.Worker.Metrics = worker.NewMetrics(registry)
 	cfg.Worker.Durable = events.ConsumerApprover
 	cfg.Worker.FilterSubject = events.Subject(events.SubjectDecision, "*")
-	return &Approver{cfg: cfg, js: js, log: log.With().Str("service", "approver").Logger()}, nil
+	return &Approver{
+		cfg:      cfg,
+		nc:       nc,
+		js:       js,
+		log:      log.With().Str("service", "approver").Logger(),
+		registry: registry,
+		stats:    stats,
+	}, nil
+}
+
+// Metrics returns the approver's own registry. Each approver has its own, so
+// several services in one process never share or clash over metrics.
+func (a *Approver) Metrics() *prometheus.Registry { return a.registry }
+
+// Ready reports whether NATS and the codes bucket are reachable.
+func (a *Approver) Ready(ctx context.Context) error {
+	return ops.NATSReady(a.nc, a.js, events.BucketCodes)(ctx)
 }
 
 // Run creates what the approver needs and consumes until ctx ends.
@@ -52,7 +84,11 @@ func (a *Approver) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	codes := kv.New[events.CodeRecord](buckets[events.BucketCodes])
+	codes := kv.NewLeaderRead[events.CodeRecord](buckets[events.BucketCodes], a.nc)
+	err = natsinfra.Retry(ctx, func(context.Context) error { return a.stats.follow(ctx, codes) })
+	if err != nil {
+		return fmt.Errorf("approver: follow code states: %w", err)
+	}
 
 	return worker.Run(ctx, a.js, a.cfg.Worker, a.log, func(ctx context.Context, log zerolog.Logger, msg jetstream.Msg) error {
 		var d events.Decision

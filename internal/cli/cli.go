@@ -23,6 +23,7 @@ type Flags struct {
 	*flag.FlagSet
 	errs    []error
 	fromEnv map[string]bool
+	secrets []secretFlag
 }
 
 // NewFlags returns flags for the named command.
@@ -91,6 +92,7 @@ func (f *Flags) Duration(name, env string, value time.Duration, usage string) *t
 // variable is invalid.
 func (f *Flags) Parse(args []string) {
 	_ = f.FlagSet.Parse(args)
+	f.readSecrets()
 	if len(f.errs) > 0 {
 		for _, err := range f.errs {
 			fmt.Fprintln(os.Stderr, "invalid environment:", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/events"
@@ -27,6 +28,7 @@ import (
 	"github.com/streamco/deviceauth/internal/kv"
 	"github.com/streamco/deviceauth/internal/natsinfra"
 	"github.com/streamco/deviceauth/internal/oauth"
+	"github.com/streamco/deviceauth/internal/ops"
 )
 
 // Config configures a stack. Edge.HashKey and Issuer.HashKey are set from
@@ -48,8 +50,10 @@ type Config struct {
 
 // Stack is a running system.
 type Stack struct {
-	Server *server.Server
-	Edge   *edge.Edge
+	Server   *server.Server
+	Edge     *edge.Edge
+	Approver *approver.Approver
+	Issuer   *issuer.Issuer
 
 	conns  []*nats.Conn
 	cancel context.CancelFunc
@@ -143,6 +147,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Stack, error) 
 	if err != nil {
 		return fail(err)
 	}
+	s.Approver, s.Issuer = a, is
 	s.run(runCtx, "approver", a.Run)
 	s.run(runCtx, "issuer", is.Run)
 
@@ -168,6 +173,17 @@ func (s *Stack) run(ctx context.Context, name string, fn func(context.Context) e
 
 // Errors delivers the error of a worker that stopped on its own.
 func (s *Stack) Errors() <-chan error { return s.errs }
+
+// Metrics gathers the metrics of all three services. Each keeps its own
+// registry, so their names never collide inside one process.
+func (s *Stack) Metrics() prometheus.Gatherer {
+	return prometheus.Gatherers{s.Edge.Metrics(), s.Approver.Metrics(), s.Issuer.Metrics()}
+}
+
+// Ready reports whether all three services are ready.
+func (s *Stack) Ready(ctx context.Context) error {
+	return ops.All(s.Edge.Ready, s.Approver.Ready, s.Issuer.Ready)(ctx)
+}
 
 // NATSURL returns the embedded server's client URL.
 func (s *Stack) NATSURL() string { return s.Server.ClientURL() }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,6 +50,23 @@ type system struct {
 	errorLogs *atomic.Int32
 	// limits are the edge's abuse limits, which a second edge shares.
 	limits edge.Limits
+
+	stopOnce sync.Once
+}
+
+// stop stops every part and the NATS server, keeping the data directory.
+func (s *system) stop() {
+	s.stopOnce.Do(func() {
+		s.server.CloseClientConnections()
+		s.stack.Edge.Close()
+		s.server.Close()
+		s.stack.Close()
+	})
+}
+
+// withDataDir starts the system on an existing data directory.
+func withDataDir(dir string) systemOption {
+	return func(c *devstack.Config) { c.DataDir = dir }
 }
 
 // Clients seeded for the tests besides the demo client.
@@ -57,6 +75,12 @@ const (
 )
 
 type systemOption func(*devstack.Config)
+
+// withReplayWindow sets the edge's replay window; a negative one turns
+// replays off.
+func withReplayWindow(d time.Duration) systemOption {
+	return func(c *devstack.Config) { c.Edge.ReplayWindow = d }
+}
 
 func startSystem(t testing.TB, opts ...systemOption) *system {
 	t.Helper()
@@ -95,12 +119,7 @@ func startSystem(t testing.TB, opts ...systemOption) *system {
 	server.Start()
 
 	s := &system{t: t, stack: stack, server: server, clock: c, URL: publicURL, dataDir: cfg.DataDir, errorLogs: errorLogs, limits: cfg.Edge.Limits}
-	t.Cleanup(func() {
-		server.CloseClientConnections()
-		stack.Edge.Close()
-		server.Close()
-		stack.Close()
-	})
+	t.Cleanup(s.stop)
 	s.seedClient(events.Client{
 		ID: otherClientID, Name: "Other App", Public: true,
 		Scopes: []string{"profile"}, Grants: []string{oauth.GrantTypeDeviceCode},
@@ -190,7 +209,13 @@ func (r response) errorCode(t testing.TB) string {
 // postForm posts a form and returns the whole response.
 func (s *system) postForm(path string, form url.Values, header http.Header) response {
 	s.t.Helper()
-	req, err := http.NewRequestWithContext(s.t.Context(), http.MethodPost, s.URL+path, strings.NewReader(form.Encode()))
+	return s.postFormAt(s.URL, path, form, header)
+}
+
+// postFormAt is postForm to the edge at base.
+func (s *system) postFormAt(base, path string, form url.Values, header http.Header) response {
+	s.t.Helper()
+	req, err := http.NewRequestWithContext(s.t.Context(), http.MethodPost, base+path, strings.NewReader(form.Encode()))
 	if err != nil {
 		s.t.Fatalf("build request: %v", err)
 	}
@@ -199,6 +224,36 @@ func (s *system) postForm(path string, form url.Values, header http.Header) resp
 		req.Header[k] = v
 	}
 	return s.do(req)
+}
+
+// pollInBackground polls through the edge at base on another goroutine and
+// delivers the response. A request that fails is delivered as status 0 with
+// the error as its body, because only the test's own goroutine may stop it.
+func (s *system) pollInBackground(base, clientID, deviceCode string, hold time.Duration) <-chan response {
+	form := url.Values{
+		"grant_type":  {oauth.GrantTypeDeviceCode},
+		"client_id":   {clientID},
+		"device_code": {deviceCode},
+	}
+	req, err := http.NewRequestWithContext(s.t.Context(), http.MethodPost, base+edge.PathToken, strings.NewReader(form.Encode()))
+	if err != nil {
+		s.t.Fatalf("build request: %v", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Prefer", fmt.Sprintf("wait=%d", int(hold/time.Second)))
+
+	out := make(chan response, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			out <- response{Body: []byte(err.Error())}
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		out <- response{StatusCode: resp.StatusCode, Header: resp.Header, Body: body}
+	}()
+	return out
 }
 
 func (s *system) do(req *http.Request) response {
@@ -234,11 +289,17 @@ func (s *system) authorize(clientID, scope string) oauth.DeviceAuthorizationResp
 // "Prefer: wait=N".
 func (s *system) poll(clientID, deviceCode string, hold time.Duration) response {
 	s.t.Helper()
+	return s.pollAt(s.URL, clientID, deviceCode, hold)
+}
+
+// pollAt is poll through the edge at base.
+func (s *system) pollAt(base, clientID, deviceCode string, hold time.Duration) response {
+	s.t.Helper()
 	var header http.Header
 	if hold > 0 {
 		header = http.Header{"Prefer": {fmt.Sprintf("wait=%d", int(hold/time.Second))}}
 	}
-	return s.postForm(edge.PathToken, url.Values{
+	return s.postFormAt(base, edge.PathToken, url.Values{
 		"grant_type":  {oauth.GrantTypeDeviceCode},
 		"client_id":   {clientID},
 		"device_code": {deviceCode},

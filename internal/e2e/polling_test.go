@@ -40,19 +40,23 @@ func (s *system) codeID(deviceCode string) string {
 
 // secondEdge starts another edge on the same NATS server and hash key, as
 // an operator adds one behind the load balancer, and returns its URL.
-func (s *system) secondEdge() string {
+func (s *system) secondEdge(opts ...func(*edge.Config)) string {
 	s.t.Helper()
 	key, err := keyfile.Read(filepath.Join(s.dataDir, "hash.key"))
 	if err != nil {
 		s.t.Fatalf("read hash key: %v", err)
 	}
-	e, err := edge.New(s.conn(), edge.Config{
+	cfg := edge.Config{
 		PublicURL:    s.URL,
 		HashKey:      key,
 		PollInterval: time.Second,
 		Limits:       s.limits,
 		Now:          s.clock.Now,
-	}, zerolog.Nop())
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	e, err := edge.New(s.conn(), cfg, zerolog.Nop())
 	if err != nil {
 		s.t.Fatalf("second edge: %v", err)
 	}
@@ -188,7 +192,7 @@ func TestSlowDownAcrossEdges(t *testing.T) {
 
 func TestDeviceCodeRedeemedOnce(t *testing.T) {
 	t.Parallel()
-	sys := startSystem(t)
+	sys := startSystem(t, withReplayWindow(-1))
 	da := sys.authorize(devstack.DemoClientID, "profile")
 	sys.decide(da, "approve")
 	sys.waitForState(da.DeviceCode, events.StateIssued)
@@ -231,20 +235,61 @@ func TestUnknownDeviceCode(t *testing.T) {
 	assertOAuthError(t, sys.poll(devstack.DemoClientID, "not-a-code", 0), http.StatusBadRequest, oauth.CodeInvalidGrant)
 }
 
+// TestRacingPollsGetOneToken races polls through two edges with the replay
+// window turned off: exactly one redeems the code.
 func TestRacingPollsGetOneToken(t *testing.T) {
 	t.Parallel()
+	noReplay := func(c *edge.Config) { c.ReplayWindow = -1 }
+	sys := startSystem(t, withReplayWindow(-1))
+	tokens, invalid := racePolls(t, sys, sys.secondEdge(noReplay))
+
+	if len(tokens) != 1 {
+		t.Errorf("%d polls got a token, want exactly 1", len(tokens))
+	}
+	if invalid != racePollers-1 {
+		t.Errorf("%d polls got invalid_grant, want %d", invalid, racePollers-1)
+	}
+}
+
+// TestRacingPollsShareOneToken races polls through two edges within the
+// replay window: one redeems, the others get the same response again, and
+// no second token exists.
+func TestRacingPollsShareOneToken(t *testing.T) {
+	t.Parallel()
 	sys := startSystem(t)
-	other := sys.secondEdge()
+	tokens, invalid := racePolls(t, sys, sys.secondEdge())
+
+	if len(tokens) != racePollers {
+		t.Errorf("%d polls got a token, want all %d within the replay window", len(tokens), racePollers)
+	}
+	if invalid != 0 {
+		t.Errorf("%d polls got invalid_grant, want 0", invalid)
+	}
+	distinct := map[string]bool{}
+	for _, tok := range tokens {
+		distinct[tok] = true
+	}
+	if len(distinct) != 1 {
+		t.Errorf("polls got %d distinct access tokens, want 1", len(distinct))
+	}
+}
+
+const racePollers = 16
+
+// racePolls approves a code and sends racePollers simultaneous polls for
+// it, alternating between the system's edge and other. It returns the
+// access tokens received and the number of invalid_grant answers.
+func racePolls(t *testing.T, sys *system, other string) (tokens []string, invalid int) {
+	t.Helper()
 	da := sys.authorize(devstack.DemoClientID, "profile")
 	sys.decide(da, "approve")
 	sys.waitForState(da.DeviceCode, events.StateIssued)
 
-	const racers = 16
 	form := url.Values{"grant_type": {oauth.GrantTypeDeviceCode}, "client_id": {devstack.DemoClientID}, "device_code": {da.DeviceCode}}
-	var tokens, invalid atomic.Int32
+	var mu sync.Mutex
 	var wg sync.WaitGroup
 	start := make(chan struct{})
-	for i := range racers {
+	for i := range racePollers {
 		base := sys.URL
 		if i%2 == 1 {
 			base = other
@@ -259,11 +304,13 @@ func TestRacingPollsGetOneToken(t *testing.T) {
 			defer resp.Body.Close()
 			var body map[string]any
 			_ = json.NewDecoder(resp.Body).Decode(&body)
+			mu.Lock()
+			defer mu.Unlock()
 			switch {
 			case resp.StatusCode == http.StatusOK && body["access_token"] != nil:
-				tokens.Add(1)
+				tokens = append(tokens, body["access_token"].(string))
 			case body["error"] == oauth.CodeInvalidGrant:
-				invalid.Add(1)
+				invalid++
 			default:
 				t.Errorf("racing poll got status %d %v", resp.StatusCode, body)
 			}
@@ -271,13 +318,7 @@ func TestRacingPollsGetOneToken(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-
-	if got := tokens.Load(); got != 1 {
-		t.Errorf("%d polls got a token, want exactly 1", got)
-	}
-	if got := invalid.Load(); got != racers-1 {
-		t.Errorf("%d polls got invalid_grant, want %d", got, racers-1)
-	}
+	return tokens, invalid
 }
 
 func TestHeldPollAnsweredOnApproval(t *testing.T) {
@@ -396,12 +437,21 @@ func TestHeldPollReadsNoStorage(t *testing.T) {
 	done := make(chan response, 1)
 	go func() { done <- sys.poll(devstack.DemoClientID, da.DeviceCode, 20*time.Second) }()
 	sys.waitForPoll(da.DeviceCode)
-	// The counting callbacks run asynchronously, so the reads made so far
-	// (the poll's own and waitForPoll's) may not be counted yet: wait until
-	// the server has delivered them all and the callbacks have run.
-	waitFor(t, 5*time.Second, "the KV read of the poll itself to be counted", func() bool { return reads.Load() > 0 })
+	// waitForPoll reads the record too; count those reads before the
+	// interval starts, since the counting callbacks run asynchronously.
 	if err := nc.Flush(); err != nil {
 		t.Fatalf("flush: %v", err)
+	}
+	waitFor(t, 5*time.Second, "the counted reads to be handled", func() bool {
+		for _, sub := range subs {
+			if pending, _, _ := sub.Pending(); pending > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if reads.Load() == 0 {
+		t.Fatal("no KV read seen for the poll itself; the counter is not working")
 	}
 	waitFor(t, 5*time.Second, "the counting callbacks to catch up", func() bool {
 		for _, sub := range subs {

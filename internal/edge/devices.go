@@ -10,7 +10,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/events"
-	"github.com/streamco/deviceauth/internal/grants"
 	"github.com/streamco/deviceauth/internal/kv"
 )
 
@@ -131,7 +130,7 @@ func (e *Edge) revokeDevice(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 
-	revoked, err := e.revokeGrant(r, session.AccountID, grantID, grants.ReasonUser)
+	revoked, err := e.revokeGrant(r, session.AccountID, grantID, events.RevokeReasonUser)
 	if err != nil {
 		return err
 	}

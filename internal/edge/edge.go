@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/events"
@@ -29,6 +30,7 @@ import (
 	"github.com/streamco/deviceauth/internal/grants"
 	"github.com/streamco/deviceauth/internal/kv"
 	"github.com/streamco/deviceauth/internal/natsinfra"
+	"github.com/streamco/deviceauth/internal/ops"
 )
 
 // Config configures an edge.
@@ -59,6 +61,13 @@ type Config struct {
 	// SessionLifetime is how long a phone stays signed in. Zero means
 	// 12 hours, the lifetime of the sessions bucket.
 	SessionLifetime time.Duration
+	// ReplayWindow is how long after a code's redemption the same client
+	// may present the device code again and get the identical token
+	// response, for a device whose response was lost in transit. A
+	// presentation after the window revokes the grant. Zero means
+	// 15 seconds; a negative value turns replays off, so any second
+	// presentation revokes.
+	ReplayWindow time.Duration
 
 	// Limits are the abuse limits of the phone pages and the approval API.
 	Limits Limits
@@ -90,6 +99,9 @@ func (c *Config) setDefaults() {
 		c.SessionLifetime = 12 * time.Hour
 	}
 	c.Limits.setDefaults()
+	if c.ReplayWindow == 0 {
+		c.ReplayWindow = 15 * time.Second
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -113,6 +125,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PollInterval < time.Second {
 		errs = append(errs, fmt.Errorf("poll interval %s must be at least 1s", c.PollInterval))
+	}
+	if c.ReplayWindow > 2*time.Minute {
+		errs = append(errs, fmt.Errorf("replay window %s must be at most 2m: a longer one keeps a stolen device code useful for longer", c.ReplayWindow))
 	}
 	if c.MaxHold > 55*time.Second {
 		errs = append(errs, fmt.Errorf("max hold %s must be at most 55s to stay under common proxy idle timeouts", c.MaxHold))
@@ -145,6 +160,9 @@ type Edge struct {
 	verifier  *accesstoken.Verifier
 	limiter   *limiter
 
+	registry *prometheus.Registry
+	metrics  edgeMetrics
+
 	// closing is closed when the edge begins to stop, which ends every
 	// held poll at once.
 	closing chan struct{}
@@ -169,7 +187,10 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Edge, error) {
 		return nil, err
 	}
 
+	registry := prometheus.NewRegistry()
 	return &Edge{
+		registry:     registry,
+		metrics:      newEdgeMetrics(registry),
 		cfg:          cfg,
 		nc:           nc,
 		js:           js,
@@ -196,7 +217,7 @@ func (e *Edge) Start(ctx context.Context) error {
 		return err
 	}
 
-	e.codes = kv.New[events.CodeRecord](buckets[events.BucketCodes])
+	e.codes = kv.NewLeaderRead[events.CodeRecord](buckets[events.BucketCodes], e.nc)
 	e.userCodes = kv.New[string](buckets[events.BucketUserCodes])
 	e.sessions = kv.New[events.Session](buckets[events.BucketSessions])
 	e.keys = kv.New[events.KeySet](buckets[events.BucketKeys])
@@ -233,6 +254,23 @@ func (e *Edge) Start(ctx context.Context) error {
 	})
 }
 
+// Metrics returns the edge's own registry.
+func (e *Edge) Metrics() *prometheus.Registry { return e.registry }
+
+// Ready reports whether the edge should get traffic: it is not stopping, and
+// NATS and the buckets every request needs are reachable.
+func (e *Edge) Ready(ctx context.Context) error {
+	select {
+	case <-e.closing:
+		return errStopping
+	default:
+	}
+	return ops.NATSReady(e.nc, e.js, events.BucketCodes, events.BucketUserCodes,
+		events.BucketClients, events.BucketSessions)(ctx)
+}
+
+var errStopping = errors.New("edge is stopping")
+
 // Close ends every held poll with authorization_pending, so devices poll
 // again elsewhere. It is safe to call more than once.
 func (e *Edge) Close() {
@@ -258,6 +296,12 @@ func (e *Edge) Serve(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("edge: listen on %s: %w", addr, err)
 	}
+	return e.ServeListener(ctx, listener)
+}
+
+// ServeListener is Serve on a listener the caller opened. It closes the
+// listener.
+func (e *Edge) ServeListener(ctx context.Context, listener net.Listener) error {
 	srv := &http.Server{
 		Handler:           e.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -7,7 +7,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/streamco/deviceauth/internal/grants"
+	"github.com/streamco/deviceauth/events"
 	"github.com/streamco/deviceauth/internal/kv"
 	"github.com/streamco/deviceauth/internal/oauth"
 )
@@ -42,7 +42,7 @@ func (e *Edge) revoke(w http.ResponseWriter, r *http.Request) error {
 			if rt.ClientID != client.ID {
 				return oauth.ErrUnauthorizedClient.WithDescription("The token was not issued to this client.")
 			}
-			revoked, err := e.revoker.Revoke(r.Context(), rt.AccountID, rt.GrantID, grants.ReasonClient)
+			revoked, err := e.revoker.Revoke(r.Context(), rt.AccountID, rt.GrantID, events.RevokeReasonClient)
 			if err != nil {
 				return oauth.ErrServerError.WithCause(err)
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/internal/oauth"
+	"github.com/streamco/deviceauth/internal/ops"
 )
 
 // Paths of the public endpoints.
@@ -28,7 +29,8 @@ const (
 	PathRevokeDevice        = "/device/devices/revoke"
 	PathQRPNG               = "/device/qr.png"
 	PathQRSVG               = "/device/qr.svg"
-	PathHealth              = "/healthz"
+	PathHealth              = ops.PathHealth
+	PathReady               = ops.PathReady
 
 	// The approval API of the service's phone app.
 	PathAPI         = "/api/device"
@@ -80,10 +82,12 @@ func (e *Edge) Handler() http.Handler {
 	r.Get(PathQRPNG, e.qrPNG)
 	r.Get(PathQRSVG, e.qrSVG)
 	r.Get("/static/*", e.static)
-	r.Get(PathHealth, func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
-	})
+	// Load balancers probe the port they send traffic to, so the health
+	// endpoints are served here as well as on the debug listener.
+	health := http.NewServeMux()
+	ops.Health(health, e.Ready, e.log)
+	r.Handle(PathHealth, health)
+	r.Handle(PathReady, health)
 
 	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
 		if strings.HasPrefix(req.URL.Path, "/oauth/") || strings.HasPrefix(req.URL.Path, "/.well-known/") {

@@ -29,8 +29,23 @@ const approvedGrace = 2 * time.Minute
 
 // token handles token requests (RFC 6749 section 3.2) for the device code
 // grant (RFC 8628 section 3.4) and the refresh token grant (RFC 6749
-// section 6).
-func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
+// section 6). Device code requests are counted as polls by outcome.
+func (e *Edge) token(w http.ResponseWriter, r *http.Request) (err error) {
+	outcome := outcomeToken
+	isPoll := true
+	defer func() {
+		if !isPoll {
+			return
+		}
+		switch {
+		case r.Context().Err() != nil:
+			outcome = outcomeGone
+		case err != nil:
+			outcome = oauth.AsError(err).Code
+		}
+		e.metrics.polls.WithLabelValues(outcome).Inc()
+	}()
+
 	form, err := parseForm(w, r)
 	if err != nil {
 		return err
@@ -40,7 +55,9 @@ func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
 	switch grantType {
 	case "":
 		return oauth.ErrInvalidRequest.WithDescription("grant_type is missing.")
-	case oauth.GrantTypeDeviceCode, oauth.GrantTypeRefreshToken:
+	case oauth.GrantTypeDeviceCode:
+	case oauth.GrantTypeRefreshToken:
+		isPoll = false
 	default:
 		return oauth.ErrUnsupportedGrantType.WithDescription("Grant type %q is not supported.", grantType)
 	}
@@ -68,8 +85,8 @@ func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	hold := e.requestedHold(r)
-	response, held, err := e.pollDeviceCode(r.Context(), zerolog.Ctx(r.Context()), client.ID, deviceCode, hold)
-	if held {
+	answer, err := e.pollDeviceCode(r.Context(), zerolog.Ctx(r.Context()), client.ID, deviceCode, hold)
+	if answer.held {
 		// RFC 7240 section 3: name the preference that was honoured, and
 		// only when it was.
 		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(hold/time.Second)))
@@ -77,7 +94,10 @@ func (e *Edge) token(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeTokenResponse(w, response)
+	if answer.replayed {
+		outcome = outcomeReplayed
+	}
+	writeTokenResponse(w, answer.body)
 	return nil
 }
 
@@ -90,6 +110,17 @@ func writeTokenResponse(w http.ResponseWriter, response []byte) {
 	_, _ = w.Write(response)
 }
 
+// tokenAnswer is a token response about to leave the edge.
+type tokenAnswer struct {
+	body []byte
+	// replayed is true when the response was sent before and is sent again
+	// within the replay window.
+	replayed bool
+	// held is true when the poll waited for a change, with or without an
+	// error to send.
+	held bool
+}
+
 // pollDeviceCode decides one poll. It returns the token response to send,
 // or the OAuth error to respond with, and whether the poll was held.
 //
@@ -97,7 +128,7 @@ func writeTokenResponse(w http.ResponseWriter, response []byte) {
 // record, so a change stored between the read and the wait still wakes it,
 // and then waits without reading storage: each change arrives as the new
 // record itself.
-func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID, deviceCode string, hold time.Duration) ([]byte, bool, error) {
+func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID, deviceCode string, hold time.Duration) (tokenAnswer, error) {
 	codeID := e.hasher.CodeID(deviceCode)
 	l := log.With().Str("client_id", clientID).Str("code_id", codeID[:12]).Logger()
 	log = &l
@@ -107,17 +138,19 @@ func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID
 		changes = make(chan *nats.Msg, 8)
 		sub, err := e.nc.ChanSubscribe(events.CodeChangedSubject(codeID), changes)
 		if err != nil {
-			return nil, false, oauth.ErrServerError.WithCause(fmt.Errorf("subscribe to code changes: %w", err))
+			return tokenAnswer{}, oauth.ErrServerError.WithCause(fmt.Errorf("subscribe to code changes: %w", err))
 		}
 		defer func() { _ = sub.Unsubscribe() }()
 	}
 
 	now := e.cfg.Now()
-	response, pending, err := e.decidePoll(ctx, log, codeID, clientID, deviceCode, now, true)
+	first, pending, err := e.decidePoll(ctx, log, codeID, clientID, deviceCode, now, true)
 	if !pending || hold <= 0 {
-		return response, false, err
+		return first, err
 	}
 
+	e.metrics.heldPolls.Inc()
+	defer e.metrics.heldPolls.Dec()
 	deadline := now.Add(hold)
 	timer := time.NewTimer(hold)
 	defer timer.Stop()
@@ -132,45 +165,51 @@ func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID
 			changed = true
 		case <-timer.C:
 		case <-e.closing:
-			return nil, true, oauth.ErrAuthorizationPending
+			return tokenAnswer{held: true}, oauth.ErrAuthorizationPending
 		case <-ctx.Done():
-			return nil, true, ctx.Err()
+			return tokenAnswer{held: true}, ctx.Err()
 		}
 
 		// The code changed state or the hold ended: respond as a plain poll
 		// would, without counting it as another poll.
 		response, pending, err := e.decidePoll(ctx, log, codeID, clientID, deviceCode, e.cfg.Now(), false)
-
-		// A subscriber can receive a write before the stream has stored it,
-		// and also receives writes the stream rejected, so a read right
-		// after the message may still find the old state. Read again a few
-		// times before deciding the message announced a rejected write.
-		for _, delay := range storeLagRetries {
-			if !changed || !pending {
-				break
-			}
-			select {
-			case <-time.After(delay):
-			case <-e.closing:
-				return nil, true, oauth.ErrAuthorizationPending
-			case <-ctx.Done():
-				return nil, true, ctx.Err()
-			}
-			response, pending, err = e.decidePoll(ctx, log, codeID, clientID, deviceCode, e.cfg.Now(), false)
+		if pending && changed {
+			response, pending, err = e.readChange(ctx, log, codeID, clientID, deviceCode)
 		}
-
 		if !pending || !e.cfg.Now().Before(deadline) {
-			return response, true, err
+			response.held = true
+			return response, err
 		}
 	}
 }
 
-// storeLagRetries are the pauses between the reads a held poll makes when a
-// change message announced a state the bucket does not show yet: 127 ms in
-// all, far longer than a store takes on a healthy server.
-var storeLagRetries = []time.Duration{
-	1 * time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond, 8 * time.Millisecond,
-	16 * time.Millisecond, 32 * time.Millisecond, 64 * time.Millisecond,
+// readChange reads a code again after its change subject announced a state
+// that ends the wait but the first read still found it waiting. The
+// announcement is the write as published: a subscriber can receive it before
+// the stream has stored it (a replicated bucket's leader stores it only once
+// a quorum has it), and receives writes the stream rejected too. It reads
+// again after 1, 2, 4 … 512 ms, about a second in all, before it concludes
+// the write was rejected and keeps waiting.
+func (e *Edge) readChange(ctx context.Context, log *zerolog.Logger, codeID, clientID, deviceCode string) (tokenAnswer, bool, error) {
+	delay := time.Millisecond
+	for {
+		wait := time.NewTimer(delay)
+		select {
+		case <-wait.C:
+		case <-e.closing:
+			wait.Stop()
+			return tokenAnswer{}, false, oauth.ErrAuthorizationPending
+		case <-ctx.Done():
+			wait.Stop()
+			return tokenAnswer{}, false, ctx.Err()
+		}
+
+		response, pending, err := e.decidePoll(ctx, log, codeID, clientID, deviceCode, e.cfg.Now(), false)
+		if !pending || delay >= 512*time.Millisecond {
+			return response, pending, err
+		}
+		delay *= 2
+	}
 }
 
 // stillWaiting reports whether a held poll keeps waiting when the code is in
@@ -187,21 +226,21 @@ func stillWaiting(state events.CodeState) bool {
 //
 // Every write is a compare-and-set on the revision read. A lost race re-reads
 // and decides again, so two racing polls can never both redeem a code.
-func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clientID, deviceCode string, now time.Time, counted bool) (response []byte, pending bool, err error) {
+func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clientID, deviceCode string, now time.Time, counted bool) (answer tokenAnswer, pending bool, err error) {
 	for {
 		rec, rev, err := e.codes.Get(ctx, codeID)
 		if errors.Is(err, kv.ErrNotFound) {
-			return nil, false, oauth.ErrInvalidGrant.WithDescription("The device code is not valid.")
+			return tokenAnswer{}, false, oauth.ErrInvalidGrant.WithDescription("The device code is not valid.")
 		}
 		if err != nil {
-			return nil, false, oauth.ErrServerError.WithCause(err)
+			return tokenAnswer{}, false, oauth.ErrServerError.WithCause(err)
 		}
 
 		// RFC 8628 section 3.4 binds the device code to the client it was
 		// issued to.
 		if rec.ClientID != clientID {
 			log.Warn().Str("code_client_id", rec.ClientID).Msg("device code presented by another client")
-			return nil, false, oauth.ErrInvalidGrant.WithDescription("The device code was not issued to this client.")
+			return tokenAnswer{}, false, oauth.ErrInvalidGrant.WithDescription("The device code was not issued to this client.")
 		}
 
 		switch rec.State {
@@ -213,28 +252,28 @@ func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clie
 			return response, false, err
 
 		case events.StateRedeemed:
-			log.Warn().Msg("device code redeemed again")
-			return nil, false, oauth.ErrInvalidGrant.WithDescription("The device code has already been used.")
+			answer, err := e.replay(ctx, log, codeID, deviceCode, rec, now)
+			return answer, false, err
 
 		case events.StateDenied:
-			return nil, false, oauth.ErrAccessDenied
+			return tokenAnswer{}, false, oauth.ErrAccessDenied
 
 		case events.StateApproved:
 			if !now.Before(rec.ExpiresAt.Add(approvedGrace)) {
-				return nil, false, oauth.ErrExpiredToken
+				return tokenAnswer{}, false, oauth.ErrExpiredToken
 			}
 
 		case events.StatePending:
 			if !now.Before(rec.ExpiresAt) {
-				return nil, false, oauth.ErrExpiredToken
+				return tokenAnswer{}, false, oauth.ErrExpiredToken
 			}
 
 		default:
-			return nil, false, oauth.ErrServerError.WithCause(fmt.Errorf("code in unknown state %q", rec.State))
+			return tokenAnswer{}, false, oauth.ErrServerError.WithCause(fmt.Errorf("code in unknown state %q", rec.State))
 		}
 
 		if !counted {
-			return nil, true, oauth.ErrAuthorizationPending
+			return tokenAnswer{}, true, oauth.ErrAuthorizationPending
 		}
 
 		interval := time.Duration(rec.IntervalSeconds) * time.Second
@@ -247,43 +286,45 @@ func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clie
 			if _, err := e.codes.Update(ctx, codeID, rec, rev); errors.Is(err, kv.ErrConflict) {
 				continue
 			} else if err != nil {
-				return nil, false, oauth.ErrServerError.WithCause(err)
+				return tokenAnswer{}, false, oauth.ErrServerError.WithCause(err)
 			}
 			log.Debug().Int("interval", rec.IntervalSeconds).Msg("poll too soon; slowing down")
-			return nil, false, oauth.ErrSlowDown
+			return tokenAnswer{}, false, oauth.ErrSlowDown
 		}
 
 		rec.LastPollAt = now
 		if _, err := e.codes.Update(ctx, codeID, rec, rev); errors.Is(err, kv.ErrConflict) {
 			continue
 		} else if err != nil {
-			return nil, false, oauth.ErrServerError.WithCause(err)
+			return tokenAnswer{}, false, oauth.ErrServerError.WithCause(err)
 		}
-		return nil, true, oauth.ErrAuthorizationPending
+		return tokenAnswer{}, true, oauth.ErrAuthorizationPending
 	}
 }
 
 // redeem marks an issued code redeemed and returns its token response. The
 // mark is stored before the token is opened or sent, so when two polls race
-// only the one whose compare-and-set wins ever reads the token. It returns
+// only the one whose compare-and-set wins ever sees the token. It returns
 // kv.ErrConflict when it lost that race.
-func (e *Edge) redeem(ctx context.Context, log *zerolog.Logger, codeID, deviceCode string, rec events.CodeRecord, rev uint64, now time.Time) ([]byte, error) {
-	sealed := rec.SealedToken
+func (e *Edge) redeem(ctx context.Context, log *zerolog.Logger, codeID, deviceCode string, rec events.CodeRecord, rev uint64, now time.Time) (tokenAnswer, error) {
 	rec.State = events.StateRedeemed
 	rec.RedeemedAt = now
 	if _, err := e.codes.Update(ctx, codeID, rec, rev); err != nil {
 		if errors.Is(err, kv.ErrConflict) {
-			return nil, err
+			return tokenAnswer{}, err
 		}
-		return nil, oauth.ErrServerError.WithCause(err)
+		return tokenAnswer{}, oauth.ErrServerError.WithCause(err)
 	}
 
-	response, err := codes.Open(deviceCode, sealed)
+	response, err := codes.Open(deviceCode, rec.SealedToken)
 	if err != nil {
-		return nil, oauth.ErrServerError.WithCause(err)
+		return tokenAnswer{}, oauth.ErrServerError.WithCause(err)
+	}
+	if !rec.DecidedAt.IsZero() {
+		e.metrics.approvalToToken.Observe(e.cfg.Now().Sub(rec.DecidedAt).Seconds())
 	}
 	log.Info().Str("grant_id", rec.GrantID).Dur("since_approval_ms", now.Sub(rec.DecidedAt)).Msg("token delivered")
-	return response, nil
+	return tokenAnswer{body: response}, nil
 }
 
 // requestedHold returns how long the client asked to be held with

@@ -15,12 +15,22 @@ import (
 	"github.com/streamco/deviceauth/internal/kv"
 )
 
-// Reasons for a revocation, as recorded in events.GrantRevoked.
-const (
-	ReasonUser   = "user"
-	ReasonClient = "client"
-	ReasonReuse  = "reuse"
-)
+// FromCode returns the grant the issuer writes for an issued code, built
+// from the token ids the code record keeps. There is one grant per code.
+func FromCode(codeID string, rec events.CodeRecord) events.Grant {
+	return events.Grant{
+		ID:             rec.GrantID,
+		CodeID:         codeID,
+		ClientID:       rec.ClientID,
+		AccountID:      rec.AccountID,
+		Username:       rec.Username,
+		Scopes:         rec.Scopes,
+		CreatedAt:      rec.IssuedAt,
+		AccessTokenID:  rec.AccessTokenID,
+		RefreshTokenID: rec.RefreshTokenID,
+		DeviceKind:     rec.DeviceKind,
+	}
+}
 
 // Revoker revokes grants.
 type Revoker struct {
@@ -31,33 +41,57 @@ type Revoker struct {
 }
 
 // Revoke marks the grant revoked by compare-and-set, deletes its current
-// refresh token and publishes events.GrantRevoked. It returns false when
-// there is no such grant. A grant already marked revoked goes through the
-// last two steps again, so a revocation cut short by a crash completes on a
-// retry, and the message id keeps the event from being stored twice.
+// refresh token and publishes events.GrantRevoked with reason, one of the
+// events.RevokeReason constants. It returns false when there is no such
+// grant. A grant already marked revoked goes through the last two steps
+// again, so a revocation cut short by a crash completes on a retry, and the
+// message id keeps the event from being stored twice.
 func (r *Revoker) Revoke(ctx context.Context, accountID, grantID, reason string) (bool, error) {
-	key := events.GrantKey(accountID, grantID)
+	return r.revoke(ctx, events.GrantKey(accountID, grantID), nil, reason)
+}
+
+// RevokeCode revokes the grant of an issued code. When the issuer has not
+// written the grant yet, perhaps because it stopped in between, the grant is
+// created already revoked, so the issuer's redelivered event cannot bring
+// back a live grant and refresh token later.
+func (r *Revoker) RevokeCode(ctx context.Context, codeID string, rec events.CodeRecord, reason string) error {
+	if rec.GrantID == "" {
+		return nil
+	}
+	grant := FromCode(codeID, rec)
+	_, err := r.revoke(ctx, events.GrantKey(rec.AccountID, rec.GrantID), &grant, reason)
+	return err
+}
+
+func (r *Revoker) revoke(ctx context.Context, key string, missing *events.Grant, reason string) (bool, error) {
 	var grant events.Grant
 	for {
-		var rev uint64
-		var err error
-		grant, rev, err = r.Grants.Get(ctx, key)
+		current, rev, err := r.Grants.Get(ctx, key)
 		if errors.Is(err, kv.ErrNotFound) {
-			return false, nil
+			if missing == nil {
+				return false, nil
+			}
+			grant = *missing
+			grant.RevokedAt = r.Now()
+			if _, err := r.Grants.Create(ctx, key, grant); errors.Is(err, kv.ErrExists) {
+				continue
+			} else if err != nil {
+				return false, err
+			}
+			break
 		}
 		if err != nil {
 			return false, err
 		}
+
+		grant = current
 		if !grant.RevokedAt.IsZero() {
 			break
 		}
-
 		grant.RevokedAt = r.Now()
-		_, err = r.Grants.Update(ctx, key, grant, rev)
-		if errors.Is(err, kv.ErrConflict) {
+		if _, err := r.Grants.Update(ctx, key, grant, rev); errors.Is(err, kv.ErrConflict) {
 			continue
-		}
-		if err != nil {
+		} else if err != nil {
 			return false, err
 		}
 		break

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/events"
@@ -21,6 +22,7 @@ import (
 	"github.com/streamco/deviceauth/internal/grants"
 	"github.com/streamco/deviceauth/internal/kv"
 	"github.com/streamco/deviceauth/internal/natsinfra"
+	"github.com/streamco/deviceauth/internal/ops"
 	"github.com/streamco/deviceauth/internal/worker"
 )
 
@@ -54,6 +56,14 @@ type Config struct {
 
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
+
+	// BeforeStore and AfterStore, when set, are called with the code id
+	// after the tokens are minted but before the code record is stored as
+	// issued, and after the record and the grant are stored but before the
+	// event is acknowledged. Fault tests use them to stop an issuer at those
+	// points; production leaves them nil.
+	BeforeStore func(codeID string)
+	AfterStore  func(codeID string)
 }
 
 // Validate reports every problem with cfg at once.
@@ -102,8 +112,10 @@ type Issuer struct {
 	hasher *codes.Hasher
 	log    zerolog.Logger
 
-	nc   *nats.Conn
-	keys *keyRing
+	nc       *nats.Conn
+	keys     *keyRing
+	registry *prometheus.Registry
+	metrics  issuerMetrics
 
 	codes   *kv.Bucket[events.CodeRecord]
 	grants  *kv.Bucket[events.Grant]
@@ -132,16 +144,30 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Issuer, error) {
 		return nil, err
 	}
 
+	registry := prometheus.NewRegistry()
+	cfg.Worker.Metrics = worker.NewMetrics(registry)
 	cfg.Worker.Durable = events.ConsumerIssuer
 	cfg.Worker.FilterSubject = events.Subject(events.SubjectGrantApproved, "*")
 	return &Issuer{
-		cfg:    cfg,
-		js:     js,
-		hasher: hasher,
-		log:    log.With().Str("service", "issuer").Logger(),
-		nc:     nc,
-		keys:   keys,
+		nc:       nc,
+		registry: registry,
+		metrics:  newIssuerMetrics(registry),
+		cfg:      cfg,
+		js:       js,
+		hasher:   hasher,
+		log:      log.With().Str("service", "issuer").Logger(),
+		keys:     keys,
 	}, nil
+}
+
+// Metrics returns the issuer's own registry.
+func (is *Issuer) Metrics() *prometheus.Registry { return is.registry }
+
+// Ready reports whether NATS and every bucket the issuer writes are
+// reachable.
+func (is *Issuer) Ready(ctx context.Context) error {
+	return ops.NATSReady(is.nc, is.js, events.BucketCodes, events.BucketGrants,
+		events.BucketRefreshTokens, events.BucketKeys)(ctx)
 }
 
 // Run creates what the issuer needs, publishes its keys and consumes until
@@ -155,13 +181,14 @@ func (is *Issuer) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	is.codes = kv.New[events.CodeRecord](buckets[events.BucketCodes])
+	is.codes = kv.NewLeaderRead[events.CodeRecord](buckets[events.BucketCodes], is.nc)
 	is.grants = kv.New[events.Grant](buckets[events.BucketGrants])
 	is.refresh = kv.New[events.RefreshToken](buckets[events.BucketRefreshTokens])
 	is.keySet = kv.New[events.KeySet](buckets[events.BucketKeys])
 	is.revoker = &grants.Revoker{Grants: is.grants, Refresh: is.refresh, JS: is.js, Now: is.cfg.Now}
 
-	if err := is.publishKeys(ctx); err != nil {
+	// A cluster that is still forming cannot answer yet; keep trying.
+	if err := natsinfra.Retry(ctx, is.publishKeys); err != nil {
 		return err
 	}
 	stopServing, err := is.serveRequests(ctx)
@@ -184,6 +211,12 @@ func (is *Issuer) Run(ctx context.Context) error {
 // compare-and-set that moves the code to issued. When another issuer wins
 // that race, what this one minted is discarded and never leaves, so exactly
 // one token response exists per code.
+//
+// The grant and the refresh token record are written only after that
+// compare-and-set, from the ids stored in the code record, so a losing or
+// crashed issuer never leaves a grant that names tokens nobody holds. A
+// redelivery finds the code issued and writes whichever of the two is
+// missing.
 func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) error {
 	for {
 		rec, rev, err := is.codes.Get(ctx, codeID)
@@ -200,21 +233,21 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 		case events.StateIssued, events.StateRedeemed:
 			// A crash between the compare-and-set below and the grant
 			// write leaves the grant missing; the redelivery repairs it.
-			return is.storeGrant(ctx, grantFromRecord(codeID, rec))
+			return is.storeGrant(ctx, codeID, rec)
 		default:
 			log.Warn().Str("state", string(rec.State)).Msg("grant event for a code that is not approved")
 			return nil
 		}
 
 		now := is.cfg.Now()
-		rec.IssuedAt = now
-		grant := grantFromRecord(codeID, rec)
-		response, refreshID, err := is.mint(ctx, &grant, grant.Scopes, now)
+		// One grant per code, so every attempt for a code names the same
+		// grant.
+		grantID := "grant_" + codeID[:32]
+		code, err := is.mintForCode(grantID, rec, now)
 		if err != nil {
 			return err
 		}
-
-		plaintext, err := json.Marshal(response)
+		plaintext, err := json.Marshal(code.response)
 		if err != nil {
 			return fmt.Errorf("issuer: encode token response: %w", err)
 		}
@@ -224,57 +257,88 @@ func (is *Issuer) issue(ctx context.Context, log zerolog.Logger, codeID string) 
 		}
 
 		rec.State = events.StateIssued
-		rec.GrantID = grant.ID
+		rec.GrantID = grantID
+		rec.AccessTokenID = code.jti
+		rec.RefreshTokenID = code.refreshID
 		rec.SealedToken = sealed
-		rec.AccessTokenID = grant.AccessTokenID
-		rec.RefreshTokenID = grant.RefreshTokenID
+		rec.IssuedAt = now
+		if is.cfg.BeforeStore != nil {
+			is.cfg.BeforeStore(codeID)
+		}
 		_, err = is.codes.Update(ctx, codeID, rec, rev)
 		if errors.Is(err, kv.ErrConflict) {
-			is.discardRefresh(ctx, log, refreshID)
 			continue
 		}
 		if err != nil {
-			is.discardRefresh(ctx, log, refreshID)
 			return err
 		}
 
-		// Only the issuer that won the compare-and-set writes the grant, so
-		// the grant always names the tokens the device receives.
-		if err := is.storeGrant(ctx, grant); err != nil {
-			return err
+		is.metrics.issued.Inc()
+		if !rec.DecidedAt.IsZero() {
+			is.metrics.approvalToIssue.Observe(now.Sub(rec.DecidedAt).Seconds())
 		}
 		log.Info().Str("client_id", rec.ClientID).Str("account_id", rec.AccountID).
-			Str("grant_id", grant.ID).Str("jti", grant.AccessTokenID).
+			Str("grant_id", grantID).Str("jti", code.jti).
 			Dur("since_approval_ms", now.Sub(rec.DecidedAt)).Msg("token issued")
+
+		if err := is.storeGrant(ctx, codeID, rec); err != nil {
+			return err
+		}
+		if is.cfg.AfterStore != nil {
+			is.cfg.AfterStore(codeID)
+		}
 		return nil
 	}
 }
 
-// grantFromRecord returns the grant of a code that is issued or about to be. There is one grant per code, under an id derived from the code
-// id, so a redelivery finds the grant it already wrote.
-func grantFromRecord(codeID string, rec events.CodeRecord) events.Grant {
-	return events.Grant{
-		ID:             "grant_" + codeID[:32],
-		CodeID:         codeID,
-		ClientID:       rec.ClientID,
-		AccountID:      rec.AccountID,
-		Username:       rec.Username,
-		Scopes:         rec.Scopes,
-		CreatedAt:      rec.IssuedAt,
-		DeviceKind:     rec.DeviceKind,
-		AccessTokenID:  rec.AccessTokenID,
-		RefreshTokenID: rec.RefreshTokenID,
+// storeGrant writes the grant and its refresh token record for an issued
+// code, from the token ids the code record stores. It writes nothing when
+// the grant exists, so a redelivery never brings back a refresh token that a
+// revocation deleted.
+func (is *Issuer) storeGrant(ctx context.Context, codeID string, rec events.CodeRecord) error {
+	if rec.GrantID == "" {
+		return nil
 	}
-}
+	key := events.GrantKey(rec.AccountID, rec.GrantID)
+	if _, _, err := is.grants.Get(ctx, key); err == nil {
+		return nil
+	} else if !errors.Is(err, kv.ErrNotFound) {
+		return err
+	}
 
-// storeGrant creates the grant unless it exists. An existing grant may have
-// been refreshed or revoked since, so it is never overwritten.
-func (is *Issuer) storeGrant(ctx context.Context, grant events.Grant) error {
-	_, err := is.grants.Create(ctx, events.GrantKey(grant.AccountID, grant.ID), grant)
+	if rec.RefreshTokenID != "" {
+		_, err := is.refresh.Create(ctx, rec.RefreshTokenID, events.RefreshToken{
+			GrantID:   rec.GrantID,
+			ClientID:  rec.ClientID,
+			AccountID: rec.AccountID,
+			Scopes:    rec.Scopes,
+			IssuedAt:  rec.IssuedAt,
+			ExpiresAt: rec.IssuedAt.Add(is.cfg.RefreshTokenTTL),
+		})
+		if err != nil && !errors.Is(err, kv.ErrExists) {
+			return err
+		}
+	}
+
+	_, err := is.grants.Create(ctx, key, grants.FromCode(codeID, rec))
 	if errors.Is(err, kv.ErrExists) {
-		return nil
+		return is.dropRevokedRefresh(ctx, key, rec.RefreshTokenID)
 	}
 	return err
+}
+
+// dropRevokedRefresh deletes the refresh token record just created for a
+// grant that an edge created first, already revoked, because the device code
+// was replayed before this issuer got to write the grant.
+func (is *Issuer) dropRevokedRefresh(ctx context.Context, key, refreshID string) error {
+	grant, _, err := is.grants.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if grant.RevokedAt.IsZero() || refreshID == "" {
+		return nil
+	}
+	return is.refresh.Delete(ctx, refreshID)
 }
 
 // discardRefresh deletes a refresh token that will never be handed out.

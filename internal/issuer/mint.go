@@ -90,3 +90,45 @@ func (is *Issuer) signAccessToken(grant *events.Grant, scopes []string, now time
 	}
 	return signed, jti, nil
 }
+
+// mintedCode is what mintForCode makes: the response for the device and the
+// ids under which its tokens are recorded.
+type mintedCode struct {
+	response  oauth.TokenResponse
+	jti       string
+	refreshID string
+}
+
+// mintForCode signs the access token and makes the refresh token for the
+// approved code in rec. It stores nothing: the caller records the ids only
+// if it wins the compare-and-set on the code, and then writes the grant and
+// the refresh token record from them.
+func (is *Issuer) mintForCode(grantID string, rec events.CodeRecord, now time.Time) (mintedCode, error) {
+	grant := events.Grant{ID: grantID, ClientID: rec.ClientID, AccountID: rec.AccountID, Username: rec.Username}
+	signed, jti, err := is.signAccessToken(&grant, rec.Scopes, now)
+	if err != nil {
+		return mintedCode{}, err
+	}
+
+	out := mintedCode{
+		jti: jti,
+		response: oauth.TokenResponse{
+			AccessToken: signed,
+			TokenType:   "Bearer",
+			ExpiresIn:   int(is.cfg.AccessTokenTTL / time.Second),
+			Scope:       strings.Join(rec.Scopes, " "),
+		},
+	}
+	if !slices.Contains(rec.Scopes, ScopeOfflineAccess) {
+		return out, nil
+	}
+
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return mintedCode{}, fmt.Errorf("issuer: generate refresh token: %w", err)
+	}
+	refreshToken := base64.RawURLEncoding.EncodeToString(raw)
+	out.refreshID = is.hasher.RefreshTokenID(refreshToken)
+	out.response.RefreshToken = refreshToken
+	return out, nil
+}

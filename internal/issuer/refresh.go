@@ -12,7 +12,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/events"
-	"github.com/streamco/deviceauth/internal/grants"
 	"github.com/streamco/deviceauth/internal/kv"
 	"github.com/streamco/deviceauth/internal/oauth"
 )
@@ -115,7 +114,7 @@ func (is *Issuer) refreshGrant(ctx context.Context, log zerolog.Logger, req even
 		return events.RefreshReply{}, invalid
 	}
 	if !old.RotatedAt.IsZero() {
-		revoked, err := is.revoker.Revoke(ctx, old.AccountID, old.GrantID, grants.ReasonReuse)
+		revoked, err := is.revoker.Revoke(ctx, old.AccountID, old.GrantID, events.RevokeReasonReuse)
 		if err != nil {
 			return events.RefreshReply{}, err
 		}

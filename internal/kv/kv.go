@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/streamco/deviceauth/events"
@@ -29,6 +31,9 @@ type Bucket[T any] struct {
 	// onDecodeError is called by Watch for a value that does not decode,
 	// which Watch then skips.
 	onDecodeError func(key string, err error)
+	// leader, when set, serves Get from the stream leader (see
+	// NewLeaderRead).
+	leader *nats.Conn
 }
 
 // OnDecodeError sets the function Watch calls for a value that does not
@@ -37,6 +42,10 @@ func (b *Bucket[T]) OnDecodeError(fn func(key string, err error)) *Bucket[T] {
 	b.onDecodeError = fn
 	return b
 }
+
+// defaultTimeout bounds a leader read whose context has no deadline, as the
+// client does for its own requests.
+const defaultTimeout = 5 * time.Second
 
 // New returns a typed view of kv.
 func New[T any](kv jetstream.KeyValue) *Bucket[T] {
@@ -49,6 +58,9 @@ func (b *Bucket[T]) Name() string { return b.kv.Bucket() }
 // Get returns the value under key and its revision. It returns ErrNotFound
 // when there is none.
 func (b *Bucket[T]) Get(ctx context.Context, key string) (T, uint64, error) {
+	if b.leader != nil {
+		return b.leaderGet(ctx, key)
+	}
 	var value T
 	entry, err := b.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {

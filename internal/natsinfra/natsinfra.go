@@ -60,11 +60,16 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 }
 
 // Connect opens a connection that reconnects forever, logging each change
-// of connection state.
+// of connection state. url may list several servers, comma-separated.
+//
+// Replies go to the inbox prefix InboxPrefix(name) rather than the shared
+// "_INBOX", so nats.conf can let each service subscribe only to its own
+// replies.
 func Connect(url, name string, log zerolog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	log = log.With().Str("connection", name).Logger()
 	opts := []nats.Option{
 		nats.Name(name),
+		nats.CustomInboxPrefix(InboxPrefix(name)),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -95,6 +100,22 @@ func Connect(url, name string, log zerolog.Logger, extra ...nats.Option) (*nats.
 	return nc, nil
 }
 
+// keptReplicas returns the replica count of the stream when it exists, and
+// want otherwise. The first service to start sets the count; one started
+// later with another --replicas, such as the default 1 on a cluster, must
+// not quietly rescale a running stream and lose its copies. Changing the
+// count is an operator's decision, made with the nats CLI.
+func keptReplicas(ctx context.Context, js jetstream.JetStream, stream string, want int) int {
+	existing, err := js.Stream(ctx, stream)
+	if err != nil {
+		return want
+	}
+	return existing.CachedInfo().Config.Replicas
+}
+
+// InboxPrefix returns the reply subject prefix of the service called name.
+func InboxPrefix(name string) string { return "_INBOX_" + name }
+
 // Settings are the storage settings shared by the stream and every bucket.
 type Settings struct {
 	// Replicas is the number of copies of each stream and bucket: 1 for a
@@ -110,9 +131,29 @@ func (s Settings) replicas() int {
 }
 
 // EnsureStream creates or updates the stream of device-flow events. A
-// stream that already has the settings is left alone (see unchanged).
+// stream that already has the settings is left alone (see unchanged). It
+// retries while the cluster cannot yet answer (see Retry).
 func EnsureStream(ctx context.Context, js jetstream.JetStream, s Settings) (jetstream.Stream, error) {
-	want := jetstream.StreamConfig{
+	var stream jetstream.Stream
+	err := Retry(ctx, func(ctx context.Context) error {
+		want := streamConfig(s)
+		want.Replicas = keptReplicas(ctx, js, want.Name, want.Replicas)
+		if existing, err := js.Stream(ctx, want.Name); err == nil && unchanged(existing, want) {
+			stream = existing
+			return nil
+		}
+		var err error
+		stream, err = js.CreateOrUpdateStream(ctx, want)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsinfra: ensure stream %s: %w", events.StreamDevice, err)
+	}
+	return stream, nil
+}
+
+func streamConfig(s Settings) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
 		Name:        events.StreamDevice,
 		Description: "Device authorization events: requests, decisions, approvals.",
 		Subjects:    []string{events.SubjectAll},
@@ -125,15 +166,6 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, s Settings) (jets
 		// grant within this window.
 		Duplicates: 10 * time.Minute,
 	}
-	if stream, err := js.Stream(ctx, want.Name); err == nil && unchanged(stream, want) {
-		return stream, nil
-	}
-
-	stream, err := js.CreateOrUpdateStream(ctx, want)
-	if err != nil {
-		return nil, fmt.Errorf("natsinfra: ensure stream %s: %w", events.StreamDevice, err)
-	}
-	return stream, nil
 }
 
 // MaxRefreshTokenTTL is the longest refresh token lifetime the buckets are
@@ -184,32 +216,38 @@ var bucketTTL = map[string]time.Duration{
 // and so the longest window a limit may have.
 const RateLimitTTL = time.Hour
 
-// EnsureBucket creates or updates one of the buckets named in package events.
+// EnsureBucket creates or updates one of the buckets named in package
+// events. A bucket that already has the settings is left alone (see
+// unchanged). It retries while the cluster cannot yet answer (see Retry).
 func EnsureBucket(ctx context.Context, js jetstream.JetStream, name string, s Settings) (jetstream.KeyValue, error) {
 	ttl, known := bucketTTL[name]
 	if !known {
 		return nil, fmt.Errorf("natsinfra: unknown bucket %q", name)
 	}
 
-	// A KV bucket is the stream "KV_<bucket>"; see unchanged.
-	if stream, err := js.Stream(ctx, "KV_"+name); err == nil {
-		have := stream.CachedInfo().Config
-		if have.MaxMsgsPerSubject == 1 && have.MaxAge == ttl &&
-			have.Storage == jetstream.FileStorage && have.Replicas == s.replicas() {
-			kv, err := js.KeyValue(ctx, name)
-			if err != nil {
-				return nil, fmt.Errorf("natsinfra: open bucket %s: %w", name, err)
+	var kv jetstream.KeyValue
+	err := Retry(ctx, func(ctx context.Context) error {
+		replicas := keptReplicas(ctx, js, "KV_"+name, s.replicas())
+		// A KV bucket is the stream "KV_<bucket>".
+		if stream, err := js.Stream(ctx, "KV_"+name); err == nil {
+			have := stream.CachedInfo().Config
+			if have.MaxMsgsPerSubject == 1 && have.MaxAge == ttl &&
+				have.Storage == jetstream.FileStorage && have.Replicas == replicas {
+				var err error
+				kv, err = js.KeyValue(ctx, name)
+				return err
 			}
-			return kv, nil
 		}
-	}
 
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:   name,
-		History:  1,
-		TTL:      ttl,
-		Storage:  jetstream.FileStorage,
-		Replicas: s.replicas(),
+		var err error
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:   name,
+			History:  1,
+			TTL:      ttl,
+			Storage:  jetstream.FileStorage,
+			Replicas: replicas,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsinfra: ensure bucket %s: %w", name, err)

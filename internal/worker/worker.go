@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/events"
+	"github.com/streamco/deviceauth/internal/natsinfra"
 )
 
 // ErrPermanent marks a handler error that redelivery cannot fix, such as an
@@ -40,6 +42,13 @@ type Config struct {
 	MaxDeliver int
 	// HandlerTimeout bounds one call of the handler. Zero means 10 seconds.
 	HandlerTimeout time.Duration
+	// Concurrency is how many messages are handled at once. Zero means 16.
+	// Each handler spends most of its time waiting for replicated KV
+	// writes, so one at a time would cap a worker at a few dozen events a
+	// second on a cluster.
+	Concurrency int
+	// Metrics counts deliveries by outcome. Nil counts nothing.
+	Metrics *Metrics
 }
 
 func (c *Config) setDefaults() {
@@ -52,14 +61,73 @@ func (c *Config) setDefaults() {
 	if c.HandlerTimeout == 0 {
 		c.HandlerTimeout = 10 * time.Second
 	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 16
+	}
 }
 
 // Run creates the durable consumer if it is missing and processes messages
-// until ctx ends. It finishes the message in hand before it returns.
+// until ctx ends. It finishes the messages in hand before it returns.
 func Run(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolog.Logger, handle Handler) error {
 	cfg.setDefaults()
 
-	consumer, err := js.CreateOrUpdateConsumer(ctx, events.StreamDevice, jetstream.ConsumerConfig{
+	var consumer jetstream.Consumer
+	err := natsinfra.Retry(ctx, func(ctx context.Context) error {
+		var err error
+		consumer, err = js.CreateOrUpdateConsumer(ctx, events.StreamDevice, consumerConfig(cfg))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("worker: create consumer %s: %w", cfg.Durable, err)
+	}
+
+	// The consume callback blocks while Concurrency messages are in hand,
+	// so the client stops pulling rather than buffering without bound, and
+	// the wait group lets a stop finish every message already started.
+	slots := make(chan struct{}, cfg.Concurrency)
+	var inHand sync.WaitGroup
+	// The client can still deliver a buffered message after Closed, when
+	// its connection was closed under it; stopped turns such a message
+	// away, unacknowledged, so it is redelivered elsewhere and the wait
+	// group is never added to while Run waits on it.
+	var mu sync.Mutex
+	stopped := false
+	consumeCtx, err := consumer.Consume(func(msg jetstream.Msg) {
+		slots <- struct{}{}
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			<-slots
+			return
+		}
+		inHand.Go(func() {
+			defer func() { <-slots }()
+			process(ctx, js, cfg, log, handle, msg)
+		})
+	}, jetstream.PullMaxMessages(2*cfg.Concurrency),
+		// A pull request lives on the consumer's leader. When a cluster node
+		// dies with it, only a missed heartbeat tells the client to pull
+		// again from the new leader; the client's defaults (30 s requests,
+		// 15 s heartbeats) would stall the worker for up to half a minute.
+		jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
+	if err != nil {
+		return fmt.Errorf("worker: consume %s: %w", cfg.Durable, err)
+	}
+	log.Info().Str("consumer", cfg.Durable).Msg("consuming")
+
+	<-ctx.Done()
+	consumeCtx.Drain()
+	<-consumeCtx.Closed()
+	mu.Lock()
+	stopped = true
+	mu.Unlock()
+	inHand.Wait()
+	log.Info().Str("consumer", cfg.Durable).Msg("stopped consuming")
+	return nil
+}
+
+func consumerConfig(cfg Config) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
 		Durable:       cfg.Durable,
 		FilterSubject: cfg.FilterSubject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -69,26 +137,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolog.Lo
 		MaxDeliver:    cfg.MaxDeliver + 1,
 		MaxAckPending: 1000,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("worker: create consumer %s: %w", cfg.Durable, err)
 	}
-
-	// Messages are handled one at a time on the consume goroutine, so
-	// stopping the consumer waits for the message in hand.
-	consumeCtx, err := consumer.Consume(func(msg jetstream.Msg) {
-		process(ctx, js, cfg, log, handle, msg)
-	}, jetstream.PullMaxMessages(64))
-	if err != nil {
-		return fmt.Errorf("worker: consume %s: %w", cfg.Durable, err)
-	}
-	log.Info().Str("consumer", cfg.Durable).Msg("consuming")
-
-	<-ctx.Done()
-	consumeCtx.Drain()
-	<-consumeCtx.Closed()
-	log.Info().Str("consumer", cfg.Durable).Msg("stopped consuming")
-	return nil
 }
 
 func process(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolog.Logger, handle Handler, msg jetstream.Msg) {
@@ -97,23 +146,32 @@ func process(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolo
 		delivered = meta.NumDelivered
 	}
 	msgLog := log.With().Str("subject", msg.Subject()).Uint64("delivery", delivered).Logger()
+	if delivered > 1 {
+		cfg.Metrics.redelivered(cfg.Durable)
+	}
 
 	// The handler gets its own deadline, detached from shutdown, so a stop
 	// signal does not abandon a message halfway through.
 	handlerCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.HandlerTimeout)
 	defer cancel()
 
+	started := time.Now()
 	err := handle(handlerCtx, msgLog, msg)
+	cfg.Metrics.handled(cfg.Durable, time.Since(started).Seconds())
 	switch {
 	case err == nil:
 		if err := msg.DoubleAck(handlerCtx); err != nil {
+			cfg.Metrics.outcome(cfg.Durable, OutcomeAckFailed)
 			msgLog.Warn().Err(err).Msg("acknowledgement failed; the message will be redelivered")
+			return
 		}
+		cfg.Metrics.outcome(cfg.Durable, OutcomeAcked)
 
 	case errors.Is(err, ErrPermanent) || delivered >= uint64(cfg.MaxDeliver):
-		deadLetter(handlerCtx, js, cfg.Durable, msgLog, msg, err)
+		deadLetter(handlerCtx, js, cfg, msgLog, msg, err)
 
 	default:
+		cfg.Metrics.outcome(cfg.Durable, OutcomeRetried)
 		delay := backoff(delivered)
 		msgLog.Warn().Err(err).Dur("retry_in", delay).Msg("handler failed; retrying")
 		if err := msg.NakWithDelay(delay); err != nil {
@@ -122,7 +180,8 @@ func process(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolo
 	}
 }
 
-func deadLetter(ctx context.Context, js jetstream.JetStream, durable string, log zerolog.Logger, msg jetstream.Msg, cause error) {
+func deadLetter(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolog.Logger, msg jetstream.Msg, cause error) {
+	durable := cfg.Durable
 	dead := nats.NewMsg(events.SubjectDeadLetter + "." + durable)
 	dead.Data = msg.Data()
 	dead.Header.Set(events.DeadLetterReasonHeader, cause.Error())
@@ -130,9 +189,12 @@ func deadLetter(ctx context.Context, js jetstream.JetStream, durable string, log
 
 	if _, err := js.PublishMsg(ctx, dead); err != nil {
 		log.Error().Err(err).AnErr("cause", cause).Msg("dead-letter publish failed; the message will be redelivered")
+		cfg.Metrics.outcome(durable, OutcomeRetried)
 		_ = msg.NakWithDelay(backoff(10))
 		return
 	}
+	cfg.Metrics.outcome(durable, OutcomeDeadLettered)
+	cfg.Metrics.deadLetter(durable)
 	log.Error().Err(cause).Msg("message dead-lettered")
 	if err := msg.Term(); err != nil {
 		log.Warn().Err(err).Msg("terminating dead-lettered message failed")
