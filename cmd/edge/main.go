@@ -32,6 +32,7 @@ func main() {
 	logPretty := flags.Bool("log-pretty", "LOG_PRETTY", false, "human-readable logs instead of JSON")
 	dev := flags.Bool("dev", "DEV", false, "run everything in this process on an embedded NATS server, with demo data")
 	dataDir := flags.String("data", "DATA_DIR", "data", "with --dev: directory for the NATS store, the hash key and the signing keys")
+	pprofAddr := flags.String("pprof-addr", "PPROF_ADDR", "", "loopback address to serve net/http/pprof on, such as 127.0.0.1:6060; empty (the default) serves none")
 	flags.Parse(os.Args[1:])
 
 	// Development mode writes human-readable logs unless --log-pretty or LOG_PRETTY is set.
@@ -55,6 +56,12 @@ func main() {
 
 	ctx, stop := cli.SignalContext()
 	defer stop()
+
+	if *pprofAddr != "" {
+		if err := startPprof(ctx, *pprofAddr, log); err != nil {
+			cli.Fatal(log, err, "invalid configuration")
+		}
+	}
 
 	if *dev {
 		runDev(ctx, log, cfg, *dataDir)
