@@ -89,6 +89,9 @@ func TestRunLongPolling(t *testing.T) {
 	if report.Edge == nil || report.Edge.Start.RSS == 0 || report.Edge.End.CPU < report.Edge.Start.CPU {
 		t.Errorf("edge samples = %+v, want RSS and a CPU time that does not go back", report.Edge)
 	}
+	if !report.Settled {
+		t.Error("window opened before the edge stored every first poll")
+	}
 	if report.Storage == nil || report.Storage.Writes["device_codes"] == 0 || report.Storage.Reads["device_codes"] == 0 {
 		t.Errorf("storage operations = %+v, want device_codes reads and writes from the approvals", report.Storage)
 	}

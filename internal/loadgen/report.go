@@ -17,6 +17,10 @@ type Report struct {
 	// its first poll. Window is the length of the measured window.
 	Ramp   time.Duration
 	Window time.Duration
+	// Settled is true when the window opened only after the edge had
+	// stored every device's first poll, which the run can tell only with a
+	// NATS URL.
+	Settled bool
 
 	// Latencies and Counts cover the window, by the rule recorder states,
 	// and Errors the whole run.
@@ -104,7 +108,8 @@ func (rep *Report) Print(w io.Writer) {
 	c := rep.Config
 	fmt.Fprintf(w, "target %s, mode %s, %d devices, code rate %s, wait %ds, approvals %s from %d phones, %d extra source addresses\n",
 		c.BaseURL, c.Mode, c.Devices, rate(c.CodeRate), c.Wait, rate(c.ApprovalRate), c.Phones, c.Sources)
-	fmt.Fprintf(w, "ramp %s, window %s\n\n", rep.Ramp.Round(time.Millisecond), rep.Window.Round(time.Millisecond))
+	fmt.Fprintf(w, "ramp %s, window %s, first polls all stored before the window: %t\n\n",
+		rep.Ramp.Round(time.Millisecond), rep.Window.Round(time.Millisecond), rep.Settled)
 
 	fmt.Fprintf(w, "%-36s %8s %9s %9s %9s %9s\n", "latency (ms), completed in window", "count", "p50", "p90", "p99", "max")
 	for _, l := range rep.Latencies {

@@ -85,6 +85,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		return nil, fmt.Errorf("loadgen: %w", err)
 	}
 
+	var storageRampStart StorageOps
+	if storage != nil {
+		storageRampStart = storage.snapshot()
+	}
+
 	var phones []*phone
 	if cfg.Mode != ModeAuthorize && cfg.ApprovalRate > 0 {
 		for range cfg.Phones {
@@ -115,6 +120,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		return nil, fmt.Errorf("loadgen: only %d of %d devices were waiting when the run hit its limit of %s", r.waiting.Load(), cfg.Devices, cfg.MaxRun)
 	}
 	report.Ramp = time.Since(report.Started)
+	if storage != nil && cfg.Mode != ModeAuthorize {
+		report.Settled = r.settle(ctx, storage, storageRampStart)
+	}
 
 	// The measured window.
 	fmt.Fprintf(progress, "%d devices waiting after %s; measuring for %s\n", r.waiting.Load(), report.Ramp.Round(time.Millisecond), cfg.Duration)
@@ -194,4 +202,27 @@ func (r *run) postApprovals(window, ctx context.Context, phones []*phone) {
 			r.approve(ctx, ph, t)
 		})
 	}
+}
+
+// settleTimeout bounds the wait for the edge to store the ramp's polls.
+const settleTimeout = 30 * time.Second
+
+// settle waits until the edge has stored the first poll of every device,
+// so that the window does not count the end of the ramp. A device is
+// counted as waiting when it sends its first poll, but the edge may store
+// that poll much later under load. Each device causes two writes to the
+// codes bucket by then: the new code and its first poll's time. In long
+// mode nothing else writes before a hold ends, so the count is exact. In
+// plain mode later polls write too, so the window can open a little early.
+// settle reports whether that many writes arrived within settleTimeout.
+func (r *run) settle(ctx context.Context, storage *storageCounter, rampStart StorageOps) bool {
+	want := 2 * r.cfg.Devices
+	deadline := time.Now().Add(settleTimeout)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if storage.snapshot().diff(rampStart).Writes[codesBucket] >= want {
+			return true
+		}
+		sleepUntil(ctx, time.Now().Add(20*time.Millisecond))
+	}
+	return false
 }
