@@ -22,8 +22,8 @@ type Report struct {
 	// NATS URL.
 	Settled bool
 
-	// Latencies and Counts cover the window, by the rule recorder states,
-	// and Errors the whole run.
+	// Latencies and Counts cover the window (recorder says which steps
+	// count), and Errors the whole run.
 	Latencies []Latency
 	Counts    map[string]int
 	Errors    map[string]int
@@ -156,8 +156,8 @@ func rate(r float64) string {
 	return fmt.Sprintf("%g/s", r)
 }
 
-// PrintComparison writes the figures of several reports side by side, each
-// with its ratio to the first report's.
+// PrintComparison writes the figures of several reports side by side, then
+// the ratio of each later report's figure to the first report's.
 func PrintComparison(w io.Writer, names []string, reports []*Report) {
 	if len(reports) == 0 {
 		return
@@ -166,8 +166,8 @@ func PrintComparison(w io.Writer, names []string, reports []*Report) {
 	for _, name := range names {
 		fmt.Fprintf(w, " %14s", shorten(name, 14))
 	}
-	for _, name := range names[1:] {
-		fmt.Fprintf(w, " %14s", shorten(name+"/"+names[0], 14))
+	for i := range names[1:] {
+		fmt.Fprintf(w, " %14s", fmt.Sprintf("ratio %d/1", i+2))
 	}
 	fmt.Fprintln(w)
 
@@ -184,7 +184,11 @@ func PrintComparison(w io.Writer, names []string, reports []*Report) {
 		if values == nil {
 			continue
 		}
-		fmt.Fprintf(w, "%-52s", shorten(f.Name+" ("+f.Unit+")", 52))
+		label := f.Name
+		if f.Unit != "" {
+			label += " (" + f.Unit + ")"
+		}
+		fmt.Fprintf(w, "%-52s", shorten(label, 52))
 		for _, v := range values {
 			fmt.Fprintf(w, " %14.3f", v)
 		}
