@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 
-	"golang.org/x/crypto/curve25519"
+	"filippo.io/edwards25519"
 	"golang.org/x/crypto/nacl/box"
 )
 
@@ -29,13 +29,29 @@ func sealKeyPair(deviceCode string) (public, private *[32]byte, err error) {
 
 	private = new([32]byte)
 	copy(private[:], seed)
-	pub, err := curve25519.X25519(private[:], curve25519.Basepoint)
+	public, err = x25519PublicKey(private)
 	if err != nil {
 		return nil, nil, fmt.Errorf("codes: derive seal key: %w", err)
 	}
-	public = new([32]byte)
-	copy(public[:], pub)
 	return public, private, nil
+}
+
+// x25519PublicKey returns the X25519 public key of private, the Montgomery
+// u-coordinate of the clamped scalar times the base point (RFC 7748
+// section 6.1). It multiplies on the equivalent Edwards curve with
+// precomputed tables of the base point and maps the result to Montgomery
+// form (RFC 7748 section 4.1). The result is the same as
+// curve25519.X25519(private, curve25519.Basepoint), which runs the generic
+// Montgomery ladder and took a third of the edge's CPU time under a load
+// of device authorizations.
+func x25519PublicKey(private *[32]byte) (*[32]byte, error) {
+	scalar, err := new(edwards25519.Scalar).SetBytesWithClamping(private[:])
+	if err != nil {
+		return nil, err
+	}
+	public := new([32]byte)
+	copy(public[:], new(edwards25519.Point).ScalarBaseMult(scalar).BytesMontgomery())
+	return public, nil
 }
 
 // SealKey returns the public key to store with a new device code.

@@ -134,10 +134,8 @@ type approval struct {
 	// byTimer is true when the token came only after the hold had run its
 	// full length. Then the code's change did not wake the held poll, and
 	// the edge found the token when the hold's timer fired.
-	//
-	// NOTE: this happens to a few approvals in 1,000 because the edge can
-	// read the code record before JetStream has stored the write that woke
-	// it, so max-ms then shows the hold length, not the pipeline.
+	// The edge reads the record again when it lags the change message, so
+	// this should not happen; the metric shows it if it does.
 	byTimer bool
 }
 

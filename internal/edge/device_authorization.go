@@ -83,6 +83,11 @@ func (e *Edge) deviceAuthorization(w http.ResponseWriter, r *http.Request) error
 
 	userCode, err := e.reserveUserCode(r, codeID)
 	if err != nil {
+		// Nobody can ever use a code without a user code, so it goes now
+		// rather than at the bucket's expiry.
+		if deleteErr := e.codes.Delete(r.Context(), codeID); deleteErr != nil {
+			zerolog.Ctx(r.Context()).Warn().Err(deleteErr).Str("code_id", codeID[:12]).Msg("deleting a code without a user code failed")
+		}
 		return err
 	}
 

@@ -54,9 +54,10 @@ type Config struct {
 	// means 20 seconds, well under the 60-second idle timeout common to
 	// load balancers and proxies. A negative value disables holding.
 	MaxHold time.Duration
-	// PollTolerance is how much earlier than the interval a poll may arrive
-	// and still not get slow_down, to absorb network jitter. Zero means
-	// 500 ms.
+	// PollTolerance is the most a poll may arrive earlier than the interval
+	// and still not get slow_down, to absorb network and queueing jitter.
+	// A code's tolerance is also at most a fifth of its interval. Zero
+	// means 1 second.
 	PollTolerance time.Duration
 	// SessionLifetime is how long a phone stays signed in. Zero means
 	// 12 hours, the lifetime of the sessions bucket.
@@ -93,7 +94,7 @@ func (c *Config) setDefaults() {
 		c.MaxHold = 20 * time.Second
 	}
 	if c.PollTolerance == 0 {
-		c.PollTolerance = 500 * time.Millisecond
+		c.PollTolerance = time.Second
 	}
 	if c.SessionLifetime == 0 {
 		c.SessionLifetime = 12 * time.Hour

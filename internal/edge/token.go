@@ -277,7 +277,8 @@ func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clie
 		}
 
 		interval := time.Duration(rec.IntervalSeconds) * time.Second
-		if !rec.LastPollAt.IsZero() && now.Sub(rec.LastPollAt) < interval-e.cfg.PollTolerance {
+		tolerance := min(e.cfg.PollTolerance, interval/5)
+		if !rec.LastPollAt.IsZero() && now.Sub(rec.LastPollAt) < interval-tolerance {
 			// RFC 8628 section 3.5: the client must add five seconds to its
 			// interval, and so does the record, so every edge expects the
 			// same. The start of the rejected poll is not recorded, so a
@@ -338,5 +339,9 @@ func (e *Edge) requestedHold(r *http.Request) time.Duration {
 	if !ok || seconds <= 0 {
 		return 0
 	}
-	return min(time.Duration(seconds)*time.Second, e.cfg.MaxHold)
+	// Compare in seconds first: a huge wait would overflow a Duration.
+	if time.Duration(seconds) > e.cfg.MaxHold/time.Second {
+		return e.cfg.MaxHold
+	}
+	return time.Duration(seconds) * time.Second
 }
