@@ -35,6 +35,7 @@ func main() {
 	sources := flags.Int("sources", "LOAD_SOURCES", 0, "extra loopback source addresses (127.0.0.2 upwards) to spread connections over; 0 lets the kernel choose")
 	edgePID := flags.Int("edge-pid", "LOAD_EDGE_PID", 0, "PID of the edge process whose memory and CPU time to sample; 0 skips sampling")
 	natsURL := flags.String("nats", "LOAD_NATS_URL", "", "NATS URL of the system under load, to count KV reads and writes; empty skips counting")
+	edgeMetrics := flags.String("edge-metrics", "LOAD_EDGE_METRICS", "", "the edge's /metrics URL on its debug listener, such as http://127.0.0.1:9090/metrics, to compare its held-poll gauge and latency histogram with the load's; empty skips the comparison")
 	clientID := flags.String("client-id", "LOAD_CLIENT_ID", loadgen.DefaultClientID, "public client the devices use")
 	scope := flags.String("scope", "LOAD_SCOPE", "", "scope the devices request; empty requests the client's default")
 	username := flags.String("username", "LOAD_USERNAME", loadgen.DefaultUsername, "account the phones sign in with")
@@ -43,22 +44,23 @@ func main() {
 	flags.Parse(os.Args[1:])
 
 	cfg := loadgen.Config{
-		BaseURL:      *baseURL,
-		ClientID:     *clientID,
-		Scope:        *scope,
-		Username:     *username,
-		Password:     *password,
-		Mode:         loadgen.Mode(*mode),
-		Devices:      *devices,
-		CodeRate:     float64(*codeRate),
-		Wait:         *wait,
-		ApprovalRate: float64(*approvalRate),
-		Phones:       *phones,
-		Duration:     *duration,
-		MaxRun:       *maxRun,
-		Sources:      *sources,
-		EdgePID:      *edgePID,
-		NATSURL:      *natsURL,
+		BaseURL:        *baseURL,
+		ClientID:       *clientID,
+		Scope:          *scope,
+		Username:       *username,
+		Password:       *password,
+		Mode:           loadgen.Mode(*mode),
+		Devices:        *devices,
+		CodeRate:       float64(*codeRate),
+		Wait:           *wait,
+		ApprovalRate:   float64(*approvalRate),
+		Phones:         *phones,
+		Duration:       *duration,
+		MaxRun:         *maxRun,
+		Sources:        *sources,
+		EdgePID:        *edgePID,
+		NATSURL:        *natsURL,
+		EdgeMetricsURL: *edgeMetrics,
 	}
 
 	ctx, stop := cli.SignalContext()

@@ -76,6 +76,11 @@ type Config struct {
 	// run subscribes to the JetStream API subjects of the KV buckets there
 	// and counts storage reads and writes. Its host must be loopback too.
 	NATSURL string
+	// EdgeMetricsURL, when set, is the edge's /metrics address on its
+	// debug listener. The run then compares the edge's held-poll gauge and
+	// approval-to-token histogram with its own measurements. Its host must
+	// be loopback too.
+	EdgeMetricsURL string
 }
 
 // Defaults for the fields of Config left zero.
@@ -127,6 +132,11 @@ func (c *Config) Validate() error {
 	if c.NATSURL != "" {
 		if _, err := loopbackHost(c.NATSURL, "nats"); err != nil {
 			errs = append(errs, fmt.Errorf("NATS URL: %w", err))
+		}
+	}
+	if c.EdgeMetricsURL != "" {
+		if _, err := loopbackHost(c.EdgeMetricsURL, "http"); err != nil {
+			errs = append(errs, fmt.Errorf("edge metrics URL: %w", err))
 		}
 	}
 

@@ -149,7 +149,13 @@ func (r *run) waitForToken(ctx context.Context, da oauth.DeviceAuthorizationResp
 		}
 
 		start := time.Now()
+		if header != nil {
+			r.heldInFlight.Add(1)
+		}
 		res, err := postForm(ctx, r.client, r.cfg.BaseURL, edge.PathToken, form, header)
+		if header != nil {
+			r.heldInFlight.Add(-1)
+		}
 		lastStart = start
 		if err != nil {
 			if ctx.Err() == nil {

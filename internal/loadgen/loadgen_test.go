@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
 
@@ -18,7 +19,7 @@ import (
 // startSystem runs the whole system in this process on an embedded
 // nats-server and serves the edge on loopback. maxHold is the edge's hold
 // cap; a negative value switches holds off.
-func startSystem(t *testing.T, maxHold time.Duration) (baseURL, natsURL string) {
+func startSystem(t *testing.T, maxHold time.Duration) (baseURL, natsURL, metricsURL string) {
 	t.Helper()
 
 	server := httptest.NewUnstartedServer(nil)
@@ -38,31 +39,34 @@ func startSystem(t *testing.T, maxHold time.Duration) (baseURL, natsURL string) 
 	}
 	server.Config.Handler = stack.Edge.Handler()
 	server.Start()
+	metrics := httptest.NewServer(promhttp.HandlerFor(stack.Metrics(), promhttp.HandlerOpts{}))
+	t.Cleanup(metrics.Close)
 	t.Cleanup(func() {
 		stack.Edge.Close()
 		server.CloseClientConnections()
 		server.Close()
 		stack.Close()
 	})
-	return baseURL, stack.NATSURL()
+	return baseURL, stack.NATSURL(), metrics.URL + "/metrics"
 }
 
 func TestRunLongPolling(t *testing.T) {
-	baseURL, natsURL := startSystem(t, 0)
+	baseURL, natsURL, metricsURL := startSystem(t, 0)
 
 	report, err := Run(t.Context(), Config{
-		BaseURL:      baseURL,
-		Mode:         ModeLong,
-		Devices:      20,
-		CodeRate:     200,
-		Wait:         20,
-		ApprovalRate: 20,
-		Phones:       2,
-		Duration:     time.Second,
-		MaxRun:       30 * time.Second,
-		Sources:      2,
-		EdgePID:      os.Getpid(),
-		NATSURL:      natsURL,
+		BaseURL:        baseURL,
+		EdgeMetricsURL: metricsURL,
+		Mode:           ModeLong,
+		Devices:        20,
+		CodeRate:       200,
+		Wait:           20,
+		ApprovalRate:   20,
+		Phones:         2,
+		Duration:       time.Second,
+		MaxRun:         30 * time.Second,
+		Sources:        2,
+		EdgePID:        os.Getpid(),
+		NATSURL:        natsURL,
 	}, io.Discard)
 	if err != nil {
 		t.Fatalf("run: %v", err)
@@ -95,10 +99,24 @@ func TestRunLongPolling(t *testing.T) {
 	if report.Storage == nil || report.Storage.Writes["device_codes"] == 0 || report.Storage.Reads["device_codes"] == 0 {
 		t.Errorf("storage operations = %+v, want device_codes reads and writes from the approvals", report.Storage)
 	}
+
+	m := report.Metrics
+	if m == nil {
+		t.Fatal("no comparison with the edge's metrics, although a metrics URL was given")
+	}
+	if m.TokensEdge != uint64(m.TokensLoad) {
+		t.Errorf("edge histogram counted %d tokens, the load received %d", m.TokensEdge, m.TokensLoad)
+	}
+	if m.HeldPollsEdge == 0 || m.HeldPollsLoad == 0 {
+		t.Errorf("held polls mid-window: edge %v, load %d, want both above zero", m.HeldPollsEdge, m.HeldPollsLoad)
+	}
+	if len(m.Fractions) == 0 {
+		t.Error("no latency buckets compared")
+	}
 }
 
 func TestRunPlainPollingWithHoldsOff(t *testing.T) {
-	baseURL, _ := startSystem(t, -time.Second)
+	baseURL, _, _ := startSystem(t, -time.Second)
 
 	report, err := Run(t.Context(), Config{
 		BaseURL:      baseURL,
@@ -128,7 +146,7 @@ func TestRunPlainPollingWithHoldsOff(t *testing.T) {
 }
 
 func TestRunAuthorizeOnly(t *testing.T) {
-	baseURL, _ := startSystem(t, 0)
+	baseURL, _, _ := startSystem(t, 0)
 
 	report, err := Run(t.Context(), Config{
 		BaseURL:  baseURL,
@@ -153,7 +171,7 @@ func TestRunAuthorizeOnly(t *testing.T) {
 }
 
 func TestRunWrongPassword(t *testing.T) {
-	baseURL, _ := startSystem(t, 0)
+	baseURL, _, _ := startSystem(t, 0)
 
 	_, err := Run(t.Context(), Config{
 		BaseURL: baseURL, Devices: 1, ApprovalRate: 1, Password: "wrong",

@@ -36,6 +36,8 @@ type Report struct {
 	Edge    *ProcWindow
 	Self    *ProcWindow
 	Storage *StorageOps
+	// Metrics is nil when no edge metrics URL was given.
+	Metrics *MetricsCheck
 
 	// Figures are the headline numbers derived from the rest, for printing
 	// and for comparing runs.
@@ -132,6 +134,11 @@ func (rep *Report) Print(w io.Writer) {
 		for _, kind := range slices.Sorted(maps.Keys(rep.Errors)) {
 			fmt.Fprintf(w, "  %-80s %9d\n", kind, rep.Errors[kind])
 		}
+	}
+
+	if rep.Metrics != nil {
+		fmt.Fprintln(w)
+		rep.Metrics.print(w)
 	}
 
 	if st := rep.Storage; st != nil {

@@ -31,6 +31,8 @@ type run struct {
 	ready     chan struct{}
 	// outstanding counts approvals posted whose token has not arrived.
 	outstanding atomic.Int64
+	// heldInFlight counts long polls sent whose response has not arrived.
+	heldInFlight atomic.Int64
 }
 
 func (r *run) markWaiting() {
@@ -130,6 +132,20 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	if storage != nil {
 		storageStart = storage.snapshot()
 	}
+	var metricsBefore, metricsMid edgeScrape
+	var heldMid int64
+	scrape := func() (edgeScrape, bool) {
+		got, err := scrapeEdge(ctx, http.DefaultClient, cfg.EdgeMetricsURL)
+		if err != nil {
+			r.rec.fail("edge metrics: " + err.Error())
+			return edgeScrape{}, false
+		}
+		return got, true
+	}
+	metricsOK := cfg.EdgeMetricsURL != ""
+	if metricsOK {
+		metricsBefore, metricsOK = scrape()
+	}
 	edgeSampler.mark()
 	selfSampler.mark()
 	windowStart := time.Now()
@@ -141,6 +157,15 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	if len(phones) > 0 {
 		approvals.Go(func() { r.postApprovals(windowCtx, ctx, phones) })
 	}
+	midDone := make(chan struct{})
+	go func() {
+		defer close(midDone)
+		if !metricsOK || !sleepUntil(windowCtx, windowStart.Add(cfg.Duration/2)) {
+			return
+		}
+		heldMid = r.heldInFlight.Load()
+		metricsMid, _ = scrape()
+	}()
 	samplerDone := make(chan struct{})
 	go func() {
 		defer close(samplerDone)
@@ -164,6 +189,12 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		sleepUntil(ctx, time.Now().Add(10*time.Millisecond))
 	}
 	report.Undelivered = int(r.outstanding.Load())
+	<-midDone
+	if metricsOK {
+		if metricsAfter, ok := scrape(); ok {
+			report.Metrics = compareMetrics(metricsBefore, metricsAfter, metricsMid, heldMid, r.rec.samples(StepApprovalToToken))
+		}
+	}
 	stopDevices()
 	devices.Wait()
 

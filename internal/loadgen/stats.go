@@ -74,6 +74,13 @@ func (r *recorder) countIf(inWindow bool, outcome string) {
 	r.mu.Unlock()
 }
 
+// samples returns a copy of the latencies recorded for step.
+func (r *recorder) samples(step string) []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.latencies[step])
+}
+
 // fail counts one error of kind, inside or outside the window.
 func (r *recorder) fail(kind string) {
 	r.mu.Lock()
