@@ -174,6 +174,7 @@ func (r *run) waitForToken(ctx context.Context, da oauth.DeviceAuthorizationResp
 		if res.status == http.StatusOK {
 			r.rec.count(CountTokens)
 			if at := t.approvedAt.Load(); at != 0 {
+				r.approvedTokens.Add(1)
 				r.rec.latencyIf(t.approvedInWindow.Load(), StepApprovalToToken, res.done.Sub(time.Unix(0, at)))
 				r.outstanding.Add(-1)
 			}

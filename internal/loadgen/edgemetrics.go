@@ -71,8 +71,9 @@ type MetricsCheck struct {
 	HeldPollsEdge float64
 	HeldPollsLoad int64
 	// TokensEdge is the number of approval-to-token observations the edge
-	// made between the start of the window and the end of the drain, and
-	// TokensLoad the approvals whose token the run received.
+	// made between the scrapes before the window and after the drain, and
+	// TokensLoad the tokens the run received for approved devices between
+	// the same two moments.
 	TokensEdge uint64
 	TokensLoad int
 	// Fractions compares, for each bucket bound of the edge's histogram up
@@ -87,14 +88,14 @@ type BucketShare struct {
 	Load  float64
 }
 
-// compareMetrics builds the check from two scrapes and the run's own
-// approval-to-token samples.
-func compareMetrics(before, after edgeScrape, mid edgeScrape, heldLoad int64, samples []time.Duration) *MetricsCheck {
+// compareMetrics builds the check from the scrapes, the run's counts and its
+// approval-to-token samples, which cover approvals posted in the window.
+func compareMetrics(before, after edgeScrape, mid edgeScrape, heldLoad int64, tokensLoad int, samples []time.Duration) *MetricsCheck {
 	check := &MetricsCheck{
 		HeldPollsEdge: mid.heldPolls,
 		HeldPollsLoad: heldLoad,
 		TokensEdge:    after.count - before.count,
-		TokensLoad:    len(samples),
+		TokensLoad:    tokensLoad,
 	}
 	bounds := make([]float64, 0, len(after.buckets))
 	for bound := range after.buckets {

@@ -33,6 +33,9 @@ type run struct {
 	outstanding atomic.Int64
 	// heldInFlight counts long polls sent whose response has not arrived.
 	heldInFlight atomic.Int64
+	// approvedTokens counts tokens received for approved devices over the
+	// whole run, whether the approval fell inside the window or not.
+	approvedTokens atomic.Int64
 }
 
 func (r *run) markWaiting() {
@@ -143,7 +146,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		return got, true
 	}
 	metricsOK := cfg.EdgeMetricsURL != ""
+	var tokensBefore int64
 	if metricsOK {
+		tokensBefore = r.approvedTokens.Load()
 		metricsBefore, metricsOK = scrape()
 	}
 	edgeSampler.mark()
@@ -192,7 +197,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	<-midDone
 	if metricsOK {
 		if metricsAfter, ok := scrape(); ok {
-			report.Metrics = compareMetrics(metricsBefore, metricsAfter, metricsMid, heldMid, r.rec.samples(StepApprovalToToken))
+			tokens := int(r.approvedTokens.Load() - tokensBefore)
+			report.Metrics = compareMetrics(metricsBefore, metricsAfter, metricsMid, heldMid, tokens, r.rec.samples(StepApprovalToToken))
 		}
 	}
 	stopDevices()
