@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,19 +46,29 @@ Run "admin clients create --help" for the client flags.`
 
 func main() {
 	flags := cli.NewFlags("admin")
-	natsURL := flags.String("nats", "NATS_URL", "nats://127.0.0.1:4222", "NATS server URL")
+	natsFlags := flags.NATS()
 	replicas := flags.Int("replicas", "NATS_REPLICAS", 1, "replicas of each bucket, if this command creates it")
-	flags.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	flags.Usage = func() {
+		fmt.Fprintln(os.Stderr, usage)
+		fmt.Fprintln(os.Stderr, "\nflags:")
+		flags.PrintDefaults()
+	}
 	flags.Parse(os.Args[1:])
 	args := flags.Args()
 	if len(args) < 2 {
-		fmt.Fprintln(os.Stderr, usage)
+		flags.Usage()
 		os.Exit(2)
+	}
+	// Help for a subcommand needs no server.
+	if args[0] == "clients" && slices.ContainsFunc(args[2:], isHelp) {
+		newClientFlags("clients " + args[1]).fs.PrintDefaults()
+		return
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	nc, err := natsinfra.Connect(*natsURL, "admin", zerolog.Nop(), nats.MaxReconnects(0))
+	opts := append(natsFlags.Options(), nats.MaxReconnects(0))
+	nc, err := natsinfra.Connect(*natsFlags.URL, "admin", zerolog.Nop(), opts...)
 	if err != nil {
 		fail(err)
 	}
@@ -97,6 +108,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(2)
 	}
+}
+
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help"
 }
 
 func fail(err error) {

@@ -26,7 +26,7 @@ func main() {
 	publicURL := flags.String("public-url", "PUBLIC_URL", "", "base URL devices and phones use to reach the edges (default http://ADDR)")
 	hashKeyFile := flags.String("hash-key-file", "HASH_KEY_FILE", "", "file with the hex hash key shared by every edge and the issuer")
 	replicas := flags.Int("replicas", "NATS_REPLICAS", 1, "replicas of each stream and bucket (3 in a three-node cluster)")
-	maxHold := flags.Duration("max-hold", "MAX_HOLD", 0, "longest hold granted to a poll with Prefer: wait (default 20s; a negative value turns holding off)")
+	maxHold := flags.Duration("max-hold", "MAX_HOLD", 0, "longest hold granted to a poll with Prefer: wait, at most 55s (default 20s; a negative value turns holding off)")
 	codeLifetime := flags.Duration("code-lifetime", "CODE_LIFETIME", 0, "lifetime of a device code for clients that set none (default 10m)")
 	pollInterval := flags.Duration("poll-interval", "POLL_INTERVAL", 0, "poll interval for clients that set none (default 5s)")
 	replayWindow := flags.Duration("replay-window", "REPLAY_WINDOW", 0, "how long after redemption the same client gets the identical token response again (default 15s; negative turns replays off)")
