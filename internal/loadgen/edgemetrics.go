@@ -19,7 +19,7 @@ const (
 	metricApprovalToToken = "deviceauth_edge_approval_to_token_seconds"
 )
 
-// edgeScrape is what a run reads from the edge's /metrics.
+// edgeScrape holds the values a run reads from the edge's /metrics.
 type edgeScrape struct {
 	heldPolls float64
 	// buckets maps a histogram upper bound in seconds to its cumulative
