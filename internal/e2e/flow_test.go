@@ -45,7 +45,9 @@ func TestDeviceFlowWithOAuth2Library(t *testing.T) {
 
 	approved := make(chan page, 1)
 	go func() {
-		time.Sleep(1500 * time.Millisecond)
+		// Approve once the device has polled at least once, so the flow
+		// passes through authorization_pending.
+		sys.waitForPoll(da.DeviceCode)
 		approved <- sys.newPhone().decide(da.VerificationURIComplete, "approve")
 	}()
 
@@ -111,7 +113,9 @@ func TestDeviceFlowLongPoll(t *testing.T) {
 
 	decisionStarted := make(chan time.Time, 1)
 	go func() {
-		time.Sleep(2500 * time.Millisecond)
+		// The poll is recorded after the edge subscribed to the code's
+		// changes, so from then on the approval reaches the held poll.
+		sys.waitForPoll(da.DeviceCode)
 		ph := sys.newPhone()
 		ph.decideAndSignal(da.VerificationURIComplete, "approve", decisionStarted)
 	}()
