@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/events"
+	"github.com/streamco/deviceauth/internal/codes"
 	"github.com/streamco/deviceauth/internal/kv"
 	"github.com/streamco/deviceauth/internal/natsinfra"
 	"github.com/streamco/deviceauth/internal/ops"
@@ -84,8 +85,8 @@ func (a *Approver) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	codes := kv.NewLeaderRead[events.CodeRecord](buckets[events.BucketCodes], a.nc)
-	err = natsinfra.Retry(ctx, func(context.Context) error { return a.stats.follow(ctx, codes) })
+	records := kv.NewLeaderRead[events.CodeRecord](buckets[events.BucketCodes], a.nc)
+	err = natsinfra.Retry(ctx, func(context.Context) error { return a.stats.follow(ctx, records) })
 	if err != nil {
 		return fmt.Errorf("approver: follow code states: %w", err)
 	}
@@ -95,16 +96,16 @@ func (a *Approver) Run(ctx context.Context) error {
 		if err := events.Decode(msg.Data(), &d); err != nil {
 			return fmt.Errorf("%w: %w", worker.ErrPermanent, err)
 		}
-		return a.decide(ctx, log.With().Str("code_id", shortID(d.CodeID)).Logger(), codes, d)
+		return a.decide(ctx, log.With().Str("code_id", codes.LogID(d.CodeID)).Logger(), records, d)
 	})
 }
 
 // decide applies d to the code record. It re-reads the record on every
 // attempt, so a redelivered or duplicate decision finds the state it already
 // caused and changes nothing.
-func (a *Approver) decide(ctx context.Context, log zerolog.Logger, codes *kv.Bucket[events.CodeRecord], d events.Decision) error {
+func (a *Approver) decide(ctx context.Context, log zerolog.Logger, records *kv.Bucket[events.CodeRecord], d events.Decision) error {
 	for {
-		rec, rev, err := codes.Get(ctx, d.CodeID)
+		rec, rev, err := records.Get(ctx, d.CodeID)
 		if errors.Is(err, kv.ErrNotFound) {
 			log.Debug().Msg("decision for a code that no longer exists")
 			return nil
@@ -146,7 +147,7 @@ func (a *Approver) decide(ctx context.Context, log zerolog.Logger, codes *kv.Buc
 			rec.State = events.StateApproved
 		}
 
-		_, err = codes.Update(ctx, d.CodeID, rec, rev)
+		_, err = records.Update(ctx, d.CodeID, rec, rev)
 		if errors.Is(err, kv.ErrConflict) {
 			continue
 		}
@@ -180,12 +181,4 @@ func (a *Approver) queueGrant(ctx context.Context, codeID string, rec events.Cod
 		return fmt.Errorf("approver: queue grant: %w", err)
 	}
 	return nil
-}
-
-// shortID is enough of a code id to follow one code through the logs.
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

@@ -115,3 +115,12 @@ func CheckDeviceCode(deviceCode string) error {
 	}
 	return nil
 }
+
+// LogID returns the first 12 hex digits of a code id, enough to follow one
+// code through the logs without filling every line with the whole hash.
+func LogID(codeID string) string {
+	if len(codeID) > 12 {
+		return codeID[:12]
+	}
+	return codeID
+}

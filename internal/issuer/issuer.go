@@ -203,7 +203,7 @@ func (is *Issuer) Run(ctx context.Context) error {
 		if err := events.Decode(msg.Data(), &ev); err != nil {
 			return fmt.Errorf("%w: %w", worker.ErrPermanent, err)
 		}
-		return is.issue(ctx, log.With().Str("code_id", shortID(ev.CodeID)).Logger(), ev.CodeID)
+		return is.issue(ctx, log.With().Str("code_id", codes.LogID(ev.CodeID)).Logger(), ev.CodeID)
 	})
 }
 
@@ -349,11 +349,4 @@ func (is *Issuer) discardRefresh(ctx context.Context, log zerolog.Logger, refres
 	if err := is.refresh.Delete(ctx, refreshID); err != nil {
 		log.Warn().Err(err).Msg("deleting an unused refresh token failed")
 	}
-}
-
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

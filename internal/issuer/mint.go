@@ -36,12 +36,10 @@ func (is *Issuer) mint(ctx context.Context, grant *events.Grant, scopes []string
 		return response, "", nil
 	}
 
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
-		return oauth.TokenResponse{}, "", fmt.Errorf("issuer: generate refresh token: %w", err)
+	refreshToken, refreshID, err := is.newRefreshToken()
+	if err != nil {
+		return oauth.TokenResponse{}, "", err
 	}
-	refreshToken := base64.RawURLEncoding.EncodeToString(raw)
-	refreshID := is.hasher.RefreshTokenID(refreshToken)
 	_, err = is.refresh.Put(ctx, refreshID, events.RefreshToken{
 		GrantID:   grant.ID,
 		ClientID:  grant.ClientID,
@@ -123,12 +121,20 @@ func (is *Issuer) mintForCode(grantID string, rec events.CodeRecord, now time.Ti
 		return out, nil
 	}
 
+	out.response.RefreshToken, out.refreshID, err = is.newRefreshToken()
+	if err != nil {
+		return mintedCode{}, err
+	}
+	return out, nil
+}
+
+// newRefreshToken returns a random refresh token and the keyed hash it is
+// stored under.
+func (is *Issuer) newRefreshToken() (token, id string, err error) {
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
-		return mintedCode{}, fmt.Errorf("issuer: generate refresh token: %w", err)
+		return "", "", fmt.Errorf("issuer: generate refresh token: %w", err)
 	}
-	refreshToken := base64.RawURLEncoding.EncodeToString(raw)
-	out.refreshID = is.hasher.RefreshTokenID(refreshToken)
-	out.response.RefreshToken = refreshToken
-	return out, nil
+	token = base64.RawURLEncoding.EncodeToString(raw)
+	return token, is.hasher.RefreshTokenID(token), nil
 }

@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/streamco/deviceauth/events"
@@ -33,24 +34,39 @@ func (is *Issuer) publishKeys(ctx context.Context) error {
 		current = append(current, jwk)
 	}
 
-	for {
-		set, rev, err := is.keySet.Get(ctx, events.KeySetKey)
-		if err != nil && !errors.Is(err, kv.ErrNotFound) {
-			return err
-		}
-
+	count, err := is.updateKeySet(ctx, func(published []events.JWK) []events.JWK {
 		var merged []events.JWK
-		for _, k := range set.Keys {
+		for _, k := range published {
 			if !mine[k.KeyID] {
 				merged = append(merged, k)
 			}
 		}
-		merged = append(merged, current...)
-		if sameKeyIDs(set.Keys, merged) {
-			return nil
+		return append(merged, current...)
+	})
+	if err != nil || count < 0 {
+		return err
+	}
+	is.log.Info().Str("kid", is.keys.active().id).Int("keys", count).Msg("signing keys published")
+	return nil
+}
+
+// updateKeySet stores change(published keys) as the shared key set by
+// compare-and-set, reading again after a lost race. It returns the number
+// of keys stored, or -1 when change left the key ids as they were and
+// nothing was written.
+func (is *Issuer) updateKeySet(ctx context.Context, change func(published []events.JWK) []events.JWK) (int, error) {
+	for {
+		set, rev, err := is.keySet.Get(ctx, events.KeySetKey)
+		if err != nil && !errors.Is(err, kv.ErrNotFound) {
+			return 0, err
 		}
 
-		set.Keys = merged
+		keys := change(slices.Clone(set.Keys))
+		if sameKeyIDs(set.Keys, keys) {
+			return -1, nil
+		}
+
+		set.Keys = keys
 		if rev == 0 {
 			_, err = is.keySet.Create(ctx, events.KeySetKey, set)
 		} else {
@@ -60,10 +76,9 @@ func (is *Issuer) publishKeys(ctx context.Context) error {
 			continue
 		}
 		if err != nil {
-			return err
+			return 0, err
 		}
-		is.log.Info().Str("kid", is.keys.active().id).Int("keys", len(merged)).Msg("signing keys published")
-		return nil
+		return len(keys), nil
 	}
 }
 
@@ -107,22 +122,10 @@ func (is *Issuer) rotateKey(ctx context.Context) (string, error) {
 
 // addPublishedKey adds one key to the shared key set.
 func (is *Issuer) addPublishedKey(ctx context.Context, jwk events.JWK) error {
-	for {
-		set, rev, err := is.keySet.Get(ctx, events.KeySetKey)
-		if err != nil && !errors.Is(err, kv.ErrNotFound) {
-			return err
-		}
-		set.Keys = append(set.Keys, jwk)
-		if rev == 0 {
-			_, err = is.keySet.Create(ctx, events.KeySetKey, set)
-		} else {
-			_, err = is.keySet.Update(ctx, events.KeySetKey, set, rev)
-		}
-		if errors.Is(err, kv.ErrConflict) || errors.Is(err, kv.ErrExists) {
-			continue
-		}
-		return err
-	}
+	_, err := is.updateKeySet(ctx, func(published []events.JWK) []events.JWK {
+		return append(published, jwk)
+	})
+	return err
 }
 
 // maintainKeys rotates on the configured schedule and republishes the key
