@@ -9,6 +9,21 @@ import (
 	"github.com/streamco/deviceauth/internal/oauth"
 )
 
+// parseClientRequest reads an OAuth request body and authenticates the
+// client that sent it, the first step of every endpoint but the token
+// endpoint, which checks grant_type before the client.
+func (e *Edge) parseClientRequest(w http.ResponseWriter, r *http.Request) (url.Values, events.Client, error) {
+	form, err := parseForm(w, r)
+	if err != nil {
+		return nil, events.Client{}, err
+	}
+	client, err := e.authenticateClient(r, form)
+	if err != nil {
+		return nil, events.Client{}, err
+	}
+	return form, client, nil
+}
+
 // authenticateClient identifies the client of an OAuth request and, for a
 // confidential client, checks its secret (RFC 6749 section 2.3.1).
 //

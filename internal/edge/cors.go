@@ -55,7 +55,7 @@ func (e *Edge) cors(next http.Handler) http.Handler {
 // edge's own origin pass.
 func (e *Edge) checkOrigin(r *http.Request, client events.Client) error {
 	origin := r.Header.Get("Origin")
-	if origin == "" || origin == e.ownOrigin() || clients.AllowsOrigin(client, origin) {
+	if origin == "" || origin == e.origin || clients.AllowsOrigin(client, origin) {
 		return nil
 	}
 	return oauth.ErrUnauthorizedClient.
@@ -63,8 +63,10 @@ func (e *Edge) checkOrigin(r *http.Request, client events.Client) error {
 		WithStatus(http.StatusForbidden)
 }
 
-func (e *Edge) ownOrigin() string {
-	u, err := url.Parse(e.issuer)
+// originOf returns the Origin a browser sends for pages at publicURL, which
+// Validate has checked is an absolute http or https URL.
+func originOf(publicURL string) string {
+	u, err := url.Parse(publicURL)
 	if err != nil {
 		return ""
 	}

@@ -22,11 +22,7 @@ import (
 // section 3.1: it stores a new pending code, announces it, and returns the
 // codes and where to use them.
 func (e *Edge) deviceAuthorization(w http.ResponseWriter, r *http.Request) error {
-	form, err := parseForm(w, r)
-	if err != nil {
-		return err
-	}
-	client, err := e.authenticateClient(r, form)
+	form, client, err := e.parseClientRequest(w, r)
 	if err != nil {
 		return err
 	}
@@ -86,7 +82,7 @@ func (e *Edge) deviceAuthorization(w http.ResponseWriter, r *http.Request) error
 		// Nobody can ever use a code without a user code, so it goes now
 		// rather than at the bucket's expiry.
 		if deleteErr := e.codes.Delete(r.Context(), codeID); deleteErr != nil {
-			zerolog.Ctx(r.Context()).Warn().Err(deleteErr).Str("code_id", codeID[:12]).Msg("deleting a code without a user code failed")
+			zerolog.Ctx(r.Context()).Warn().Err(deleteErr).Str("code_id", codes.LogID(codeID)).Msg("deleting a code without a user code failed")
 		}
 		return err
 	}
@@ -102,7 +98,7 @@ func (e *Edge) deviceAuthorization(w http.ResponseWriter, r *http.Request) error
 		return oauth.ErrServerError.WithCause(err)
 	}
 
-	zerolog.Ctx(r.Context()).Info().Str("client_id", client.ID).Str("code_id", codeID[:12]).
+	zerolog.Ctx(r.Context()).Info().Str("client_id", client.ID).Str("code_id", codes.LogID(codeID)).
 		Strs("scopes", scopes).Msg("device authorization created")
 
 	formatted := codes.FormatUserCode(userCode)

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -146,7 +147,9 @@ type Edge struct {
 	log    zerolog.Logger
 	pages  *pages
 
-	issuer       string
+	issuer string
+	// origin is the Origin header browsers send for the edge's own pages.
+	origin       string
 	secureCookie bool
 
 	clients   *clients.Registry
@@ -154,12 +157,14 @@ type Edge struct {
 	codes     *kv.Bucket[events.CodeRecord]
 	userCodes *kv.Bucket[string]
 	sessions  *kv.Bucket[events.Session]
-	keys      *kv.Bucket[events.KeySet]
-	grants    *kv.Bucket[events.Grant]
-	refresh   *kv.Bucket[events.RefreshToken]
-	revoker   *grants.Revoker
-	verifier  *accesstoken.Verifier
-	limiter   *limiter
+	// keySet is the published key set as the watch last delivered it, served
+	// as the JWKS without a read per request. Nil until an issuer published.
+	keySet   atomic.Pointer[events.KeySet]
+	grants   *kv.Bucket[events.Grant]
+	refresh  *kv.Bucket[events.RefreshToken]
+	revoker  *grants.Revoker
+	verifier *accesstoken.Verifier
+	limiter  *limiter
 
 	registry *prometheus.Registry
 	metrics  edgeMetrics
@@ -199,6 +204,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Edge, error) {
 		log:          log.With().Str("service", "edge").Logger(),
 		pages:        pages,
 		issuer:       strings.TrimSuffix(cfg.PublicURL, "/"),
+		origin:       originOf(cfg.PublicURL),
 		secureCookie: strings.HasPrefix(cfg.PublicURL, "https://"),
 		closing:      make(chan struct{}),
 	}, nil
@@ -221,7 +227,6 @@ func (e *Edge) Start(ctx context.Context) error {
 	e.codes = kv.NewLeaderRead[events.CodeRecord](buckets[events.BucketCodes], e.nc)
 	e.userCodes = kv.New[string](buckets[events.BucketUserCodes])
 	e.sessions = kv.New[events.Session](buckets[events.BucketSessions])
-	e.keys = kv.New[events.KeySet](buckets[events.BucketKeys])
 	e.grants = kv.New[events.Grant](buckets[events.BucketGrants])
 	e.refresh = kv.New[events.RefreshToken](buckets[events.BucketRefreshTokens])
 	e.revoker = &grants.Revoker{
@@ -245,10 +250,12 @@ func (e *Edge) Start(ctx context.Context) error {
 	}
 
 	e.verifier = accesstoken.NewVerifier(e.issuer, e.cfg.Now)
-	return e.keys.Watch(ctx, func(key string, set events.KeySet, deleted bool) {
+	keyBucket := kv.New[events.KeySet](buckets[events.BucketKeys])
+	return keyBucket.Watch(ctx, func(key string, set events.KeySet, deleted bool) {
 		if key != events.KeySetKey || deleted {
 			return
 		}
+		e.keySet.Store(&set)
 		if err := e.verifier.SetKeys(set); err != nil {
 			e.log.Warn().Err(err).Msg("some published signing keys are unusable")
 		}

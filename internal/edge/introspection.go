@@ -29,11 +29,7 @@ type introspectionResponse struct {
 // clients, such as resource servers, may introspect, because the response
 // tells who a token belongs to (RFC 7662 section 2.1).
 func (e *Edge) introspect(w http.ResponseWriter, r *http.Request) error {
-	form, err := parseForm(w, r)
-	if err != nil {
-		return err
-	}
-	client, err := e.authenticateClient(r, form)
+	form, client, err := e.parseClientRequest(w, r)
 	if err != nil {
 		return err
 	}

@@ -2,13 +2,9 @@ package edge
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 
-	"github.com/rs/zerolog"
-
 	"github.com/streamco/deviceauth/events"
-	"github.com/streamco/deviceauth/internal/kv"
 	"github.com/streamco/deviceauth/internal/oauth"
 )
 
@@ -53,16 +49,12 @@ func (e *Edge) metadata(w http.ResponseWriter, _ *http.Request) {
 	_ = json.NewEncoder(w).Encode(md)
 }
 
-// jwks serves the public keys the issuers published (RFC 7517 section 5).
-func (e *Edge) jwks(w http.ResponseWriter, r *http.Request) {
-	set, _, err := e.keys.Get(r.Context(), events.KeySetKey)
-	if errors.Is(err, kv.ErrNotFound) {
-		// No issuer has started yet: an empty set is the truth.
-		set = events.KeySet{Keys: []events.JWK{}}
-	} else if err != nil {
-		zerolog.Ctx(r.Context()).Error().Err(err).Msg("reading the key set failed")
-		oauth.WriteError(w, oauth.ErrServerError)
-		return
+// jwks serves the public keys the issuers published (RFC 7517 section 5),
+// as the edge's watch of the key set last delivered them.
+func (e *Edge) jwks(w http.ResponseWriter, _ *http.Request) {
+	set := events.KeySet{Keys: []events.JWK{}}
+	if published := e.keySet.Load(); published != nil {
+		set = *published
 	}
 	w.Header().Set("Content-Type", "application/jwk-set+json")
 	// Short, so a rotated-in key reaches resource servers quickly.

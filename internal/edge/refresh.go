@@ -63,6 +63,6 @@ func (e *Edge) refreshToken(w http.ResponseWriter, r *http.Request, form url.Val
 	if reply.Error != "" {
 		return oauth.ErrorFromCode(reply.Error, reply.ErrorDescription)
 	}
-	writeTokenResponse(w, reply.TokenResponse)
+	oauth.WriteTokenResponse(w, reply.TokenResponse)
 	return nil
 }

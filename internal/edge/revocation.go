@@ -18,11 +18,7 @@ import (
 // servers verify offline; they cannot be recalled and are answered with
 // unsupported_token_type (RFC 7009 section 2.2.1).
 func (e *Edge) revoke(w http.ResponseWriter, r *http.Request) error {
-	form, err := parseForm(w, r)
-	if err != nil {
-		return err
-	}
-	client, err := e.authenticateClient(r, form)
+	form, client, err := e.parseClientRequest(w, r)
 	if err != nil {
 		return err
 	}

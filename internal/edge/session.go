@@ -107,7 +107,7 @@ func (e *Edge) validCSRF(r *http.Request) bool {
 // what browsers send for our own forms, because the pages set
 // Referrer-Policy: no-referrer; the CSRF token still guards those posts.
 func (e *Edge) originAllowed(r *http.Request) bool {
-	if origin := r.Header.Get("Origin"); origin != "" && origin != "null" && origin != e.ownOrigin() {
+	if origin := r.Header.Get("Origin"); origin != "" && origin != "null" && origin != e.origin {
 		return false
 	}
 	switch r.Header.Get("Sec-Fetch-Site") {

@@ -97,17 +97,8 @@ func (e *Edge) token(w http.ResponseWriter, r *http.Request) (err error) {
 	if answer.replayed {
 		outcome = outcomeReplayed
 	}
-	writeTokenResponse(w, answer.body)
+	oauth.WriteTokenResponse(w, answer.body)
 	return nil
-}
-
-// writeTokenResponse sends a token response that is already JSON.
-func writeTokenResponse(w http.ResponseWriter, response []byte) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Pragma", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(response)
 }
 
 // tokenAnswer is a token response about to leave the edge.
@@ -130,7 +121,7 @@ type tokenAnswer struct {
 // record itself.
 func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID, deviceCode string, hold time.Duration) (tokenAnswer, error) {
 	codeID := e.hasher.CodeID(deviceCode)
-	l := log.With().Str("client_id", clientID).Str("code_id", codeID[:12]).Logger()
+	l := log.With().Str("client_id", clientID).Str("code_id", codes.LogID(codeID)).Logger()
 	log = &l
 
 	var changes chan *nats.Msg

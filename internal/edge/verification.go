@@ -448,6 +448,6 @@ func (e *Edge) publishDecision(r *http.Request, found foundCode, session events.
 		return err
 	}
 	zerolog.Ctx(r.Context()).Info().Str("account_id", session.AccountID).Str("client_id", found.record.ClientID).
-		Str("code_id", found.codeID[:12]).Bool("approved", approved).Msg("decision submitted")
+		Str("code_id", codes.LogID(found.codeID)).Bool("approved", approved).Msg("decision submitted")
 	return nil
 }

@@ -144,9 +144,7 @@ type errorBody struct {
 func WriteError(w http.ResponseWriter, err error) {
 	oe := AsError(err)
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
+	setNoStoreJSON(h)
 	if oe.Status == http.StatusUnauthorized && oe.Challenge != "" {
 		h.Set("WWW-Authenticate", oe.Challenge)
 	}
@@ -159,10 +157,23 @@ func WriteError(w http.ResponseWriter, err error) {
 
 // WriteJSON writes a successful JSON response that must not be cached.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
-	h := w.Header()
+	setNoStoreJSON(w.Header())
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// WriteTokenResponse sends a token response (RFC 6749 section 5.1) that is
+// already encoded as JSON, such as one the issuer sealed.
+func WriteTokenResponse(w http.ResponseWriter, body []byte) {
+	setNoStoreJSON(w.Header())
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// setNoStoreJSON sets the headers of a JSON response that carries tokens or
+// errors about them: RFC 6749 section 5.1 forbids caching it.
+func setNoStoreJSON(h http.Header) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Pragma", "no-cache")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }
