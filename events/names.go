@@ -42,10 +42,9 @@ const (
 // Request subjects the issuers serve over core NATS request-reply, in the
 // queue group QueueIssuers, because only an issuer can sign.
 const (
-	// SubjectRefresh carries RefreshRequest and is answered with
-	// RefreshReply.
+	// SubjectRefresh carries RefreshRequest; the reply is RefreshReply.
 	SubjectRefresh = "issuer.refresh"
-	// SubjectRotateKeys asks every issuer (no queue group) to start signing
+	// SubjectRotateKeys requests every issuer (no queue group) to start signing
 	// with a new key. The reply is RotateKeysReply.
 	SubjectRotateKeys = "issuer.rotate_keys"
 

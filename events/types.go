@@ -37,8 +37,7 @@ type CodeRecord struct {
 	// It grows by five seconds on each slow_down (RFC 8628 section 3.5), and
 	// every edge reads it from here.
 	IntervalSeconds int `json:"interval_seconds"`
-	// LastPollAt is the start of the last poll that was not answered with
-	// slow_down. It is zero until the first poll.
+	// LastPollAt is the start of the last poll that did not get slow_down. It is zero until the first poll.
 	LastPollAt time.Time `json:"last_poll_at,omitzero"`
 
 	// DeviceKind is a short description of the requesting device, derived
@@ -208,7 +207,7 @@ type RefreshRequest struct {
 	Scopes []string `json:"scopes,omitempty"`
 }
 
-// RefreshReply answers a RefreshRequest: either the token response (RFC 6749
+// RefreshReply is the reply to a RefreshRequest: either the token response (RFC 6749
 // section 5.1, as JSON) or an RFC 6749 error code with a safe description.
 type RefreshReply struct {
 	TokenResponse    []byte `json:"token_response,omitempty"`
@@ -216,7 +215,7 @@ type RefreshReply struct {
 	ErrorDescription string `json:"error_description,omitempty"`
 }
 
-// RotateKeysReply answers a request on SubjectRotateKeys.
+// RotateKeysReply is the reply to a request on SubjectRotateKeys.
 type RotateKeysReply struct {
 	KeyID string `json:"kid,omitempty"`
 	Error string `json:"error,omitempty"`

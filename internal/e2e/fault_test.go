@@ -262,7 +262,7 @@ func (f *faultSystem) heldPolls(i int) float64 {
 	return metricValue(f.t, f.edgeObjs[i].Metrics(), "deviceauth_edge_held_polls", nil)
 }
 
-// faultFlow is one device and the person who answers it.
+// faultFlow is one device and the person who decides its request.
 type faultFlow struct {
 	deny bool
 	da   oauth.DeviceAuthorizationResponse
@@ -330,7 +330,7 @@ func TestFaultsLoseNothing(t *testing.T) {
 	}
 	authorized.Wait()
 
-	// The person answers every flow, through whichever edge is up.
+	// The person decides every flow, through whichever edge is up.
 	var decisions sync.WaitGroup
 	for i, flow := range flows {
 		decisions.Go(func() {

@@ -18,7 +18,7 @@ import (
 	"github.com/streamco/deviceauth/internal/oauth"
 )
 
-// deviceAuthorization answers the device authorization request of RFC 8628
+// deviceAuthorization handles the device authorization request of RFC 8628
 // section 3.1: it stores a new pending code, announces it, and returns the
 // codes and where to use them.
 func (e *Edge) deviceAuthorization(w http.ResponseWriter, r *http.Request) error {
@@ -79,8 +79,8 @@ func (e *Edge) deviceAuthorization(w http.ResponseWriter, r *http.Request) error
 
 	userCode, err := e.reserveUserCode(r, codeID)
 	if err != nil {
-		// Nobody can ever use a code without a user code, so it goes now
-		// rather than at the bucket's expiry.
+		// A code without a user code can never be approved, so it is deleted
+		// now rather than at the bucket's expiry.
 		if deleteErr := e.codes.Delete(r.Context(), codeID); deleteErr != nil {
 			zerolog.Ctx(r.Context()).Warn().Err(deleteErr).Str("code_id", codes.LogID(codeID)).Msg("deleting a code without a user code failed")
 		}

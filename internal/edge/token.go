@@ -116,9 +116,9 @@ type tokenAnswer struct {
 // or the OAuth error to respond with, and whether the poll was held.
 //
 // A held poll subscribes to the code's change subject before it reads the
-// record, so a change stored between the read and the wait still wakes it,
-// and then waits without reading storage: each change arrives as the new
-// record itself.
+// record, so a change stored between the read and the wait still wakes it.
+// It then waits without reading storage, because each change arrives as the
+// new record itself.
 func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID, deviceCode string, hold time.Duration) (tokenAnswer, error) {
 	codeID := e.hasher.CodeID(deviceCode)
 	l := log.With().Str("client_id", clientID).Str("code_id", codes.LogID(codeID)).Logger()
@@ -210,7 +210,7 @@ func stillWaiting(state events.CodeState) bool {
 	return state == events.StatePending || state == events.StateApproved
 }
 
-// decidePoll reads the code record and answers the poll. When counted is
+// decidePoll reads the code record and decides the poll. When counted is
 // true the poll is subject to the interval and records its start. pending
 // reports whether the answer is authorization_pending, which a held poll
 // turns into a wait.

@@ -187,7 +187,7 @@ func (is *Issuer) Run(ctx context.Context) error {
 	is.keySet = kv.New[events.KeySet](buckets[events.BucketKeys])
 	is.revoker = &grants.Revoker{Grants: is.grants, Refresh: is.refresh, JS: is.js, Now: is.cfg.Now}
 
-	// A cluster that is still forming cannot answer yet; keep trying.
+	// A cluster that is still forming cannot respond yet, so keep trying.
 	if err := natsinfra.Retry(ctx, is.publishKeys); err != nil {
 		return err
 	}

@@ -132,7 +132,7 @@ func (s Settings) replicas() int {
 
 // EnsureStream creates or updates the stream of device-flow events. A
 // stream that already has the settings is left alone (see unchanged). It
-// retries while the cluster cannot yet answer (see Retry).
+// retries while the cluster cannot respond yet (see Retry).
 func EnsureStream(ctx context.Context, js jetstream.JetStream, s Settings) (jetstream.Stream, error) {
 	var stream jetstream.Stream
 	err := Retry(ctx, func(ctx context.Context) error {
@@ -218,7 +218,7 @@ const RateLimitTTL = time.Hour
 
 // EnsureBucket creates or updates one of the buckets named in package
 // events. A bucket that already has the settings is left alone (see
-// unchanged). It retries while the cluster cannot yet answer (see Retry).
+// unchanged). It retries while the cluster cannot respond yet (see Retry).
 func EnsureBucket(ctx context.Context, js jetstream.JetStream, name string, s Settings) (jetstream.KeyValue, error) {
 	ttl, known := bucketTTL[name]
 	if !known {

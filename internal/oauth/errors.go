@@ -65,7 +65,7 @@ func (e *Error) WithDescription(format string, args ...any) *Error {
 	return &c
 }
 
-// WithStatus returns a copy of e answered with another HTTP status.
+// WithStatus returns a copy of e sent with another HTTP status.
 func (e *Error) WithStatus(status int) *Error {
 	c := *e
 	c.Status = status
