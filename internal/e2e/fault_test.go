@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -151,7 +153,7 @@ func startFaultSystem(t *testing.T) *faultSystem {
 	}
 
 	// Redeliveries after a crash come quickly, so the test stays short.
-	workerCfg := worker.Config{AckWait: 2 * time.Second}
+	workerCfg := worker.Config{AckWait: faultAckWait}
 	for i := 1; i <= 2; i++ {
 		name := fmt.Sprintf("approver-%d", i)
 		nc := f.connect(name)
@@ -165,7 +167,9 @@ func startFaultSystem(t *testing.T) *faultSystem {
 	}
 
 	for i := 1; i <= 2; i++ {
-		f.edges = append(f.edges, httptest.NewUnstartedServer(nil))
+		srv := httptest.NewUnstartedServer(nil)
+		srv.Listener = &connTracker{Listener: srv.Listener}
+		f.edges = append(f.edges, srv)
 	}
 	publicURL := "http://" + f.edges[0].Listener.Addr().String()
 	for i := 1; i <= 2; i++ {
@@ -249,13 +253,48 @@ func (f *faultSystem) waitReady(name string, ready func(context.Context) error) 
 	})
 }
 
-// killEdge crashes edge i: its connections are cut mid-request, its port
-// closes and its NATS connection drops.
+// faultAckWait is the workers' AckWait in the fault test, and
+// grantRepairWait how long a grant may take to appear after its token: a
+// redelivery, with room for a slow machine.
+const (
+	faultAckWait    = 2 * time.Second
+	grantRepairWait = 3*faultAckWait + 5*time.Second
+)
+
+// killEdge crashes edge i: its connections are cut mid-request, parked
+// held polls included, its port closes and its NATS connection drops.
 func (f *faultSystem) killEdge(i int) {
 	srv := f.edges[i]
 	srv.Listener.Close()
-	srv.CloseClientConnections()
+	srv.Listener.(*connTracker).closeAll()
 	f.services[fmt.Sprintf("edge-%d", i+1)].nc.Close()
+}
+
+// connTracker is a listener that can close every connection it accepted,
+// as a crash would, including those net/http no longer tracks because a
+// held poll took them over.
+type connTracker struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (l *connTracker) Accept() (net.Conn, error) {
+	conn, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.conns = append(l.conns, conn)
+		l.mu.Unlock()
+	}
+	return conn, err
+}
+
+func (l *connTracker) closeAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, conn := range l.conns {
+		_ = conn.Close()
+	}
 }
 
 func (f *faultSystem) heldPolls(i int) float64 {
@@ -471,7 +510,15 @@ func (f *faultSystem) checkFlows(flows []*faultFlow) {
 		codeID := hasher.CodeID(flow.da.DeviceCode)
 		grantID := "grant_" + codeID[:32]
 		sub, _ := claims["sub"].(string)
-		grant, _, err := grants.Get(t.Context(), events.GrantKey(sub, grantID))
+		// An issuer killed between its compare-and-set and the grant write
+		// leaves the grant to the approval's redelivery, one AckWait later.
+		var grant events.Grant
+		err := errors.New("not read")
+		for end := time.Now().Add(grantRepairWait); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			if grant, _, err = grants.Get(t.Context(), events.GrantKey(sub, grantID)); !errors.Is(err, kv.ErrNotFound) {
+				break
+			}
+		}
 		if err != nil {
 			t.Errorf("flow %d: grant %s: %v", i, grantID, err)
 			continue

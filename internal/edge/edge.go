@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -171,7 +172,15 @@ type Edge struct {
 
 	// closing is closed when the edge begins to stop, which ends every
 	// held poll at once.
-	closing chan struct{}
+	closing   chan struct{}
+	closeOnce sync.Once
+	polls     *pollRegister
+	// resumeQueue and resume serve the connections of parked polls after
+	// their response (see park.go). resumed is closed once resume has shut
+	// down.
+	resumeQueue *connQueue
+	resume      *http.Server
+	resumed     chan struct{}
 }
 
 // New returns an edge that uses nc. Call Start before serving Handler.
@@ -207,6 +216,9 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Edge, error) {
 		origin:       originOf(cfg.PublicURL),
 		secureCookie: strings.HasPrefix(cfg.PublicURL, "https://"),
 		closing:      make(chan struct{}),
+		polls:        newPollRegister(),
+		resumeQueue:  newConnQueue(),
+		resumed:      make(chan struct{}),
 	}, nil
 }
 
@@ -250,6 +262,10 @@ func (e *Edge) Start(ctx context.Context) error {
 	}
 
 	e.verifier = accesstoken.NewVerifier(e.issuer, e.cfg.Now)
+	go e.dispatchChanges(ctx)
+	e.resume = e.newServer()
+	go func() { _ = e.resume.Serve(e.resumeQueue) }()
+
 	keyBucket := kv.New[events.KeySet](buckets[events.BucketKeys])
 	return keyBucket.Watch(ctx, func(key string, set events.KeySet, deleted bool) {
 		if key != events.KeySetKey || deleted {
@@ -280,14 +296,30 @@ func (e *Edge) Ready(ctx context.Context) error {
 var errStopping = errors.New("edge is stopping")
 
 // Close ends every held poll with authorization_pending, so devices poll
-// again elsewhere. It is safe to call more than once.
+// again elsewhere, and begins a graceful shutdown of the connections that
+// held polls handed back. It is safe to call more than once.
 func (e *Edge) Close() {
-	select {
-	case <-e.closing:
-	default:
+	e.closeOnce.Do(func() {
 		close(e.closing)
-	}
+		e.stopHeld()
+		_ = e.resumeQueue.Close()
+		go func() {
+			defer close(e.resumed)
+			if e.resume == nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
+			if err := e.resume.Shutdown(ctx); err != nil {
+				_ = e.resume.Close()
+			}
+		}()
+	})
 }
+
+// shutdownTimeout bounds how long a stopping edge waits for requests in
+// flight.
+const shutdownTimeout = 10 * time.Second
 
 // Run starts the edge and serves on cfg.Addr until ctx ends.
 func (e *Edge) Run(ctx context.Context) error {
@@ -310,16 +342,7 @@ func (e *Edge) Serve(ctx context.Context, addr string) error {
 // ServeListener is Serve on a listener the caller opened. It closes the
 // listener.
 func (e *Edge) ServeListener(ctx context.Context, listener net.Listener) error {
-	srv := &http.Server{
-		Handler:           e.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		// Held polls last up to MaxHold, so writes get that plus a margin.
-		WriteTimeout:   e.cfg.MaxHold + 15*time.Second,
-		IdleTimeout:    90 * time.Second,
-		MaxHeaderBytes: 16 << 10,
-	}
-
+	srv := e.newServer()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(listener) }()
 	e.log.Info().Str("addr", listener.Addr().String()).Str("public_url", e.issuer).Msg("edge serving")
@@ -331,13 +354,29 @@ func (e *Edge) ServeListener(ctx context.Context, listener net.Listener) error {
 	}
 
 	e.Close()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("edge: shutdown: %w", err)
 	}
+	<-e.resumed
 	e.log.Info().Msg("edge stopped")
 	return nil
+}
+
+// newServer returns the HTTP server of the edge's listener and of its
+// resumed connections.
+func (e *Edge) newServer() *http.Server {
+	return &http.Server{
+		Handler:           e.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		// A held poll that cannot be parked waits in its handler for up
+		// to MaxHold, so writes get that plus a margin.
+		WriteTimeout:   e.cfg.MaxHold + 15*time.Second,
+		IdleTimeout:    90 * time.Second,
+		MaxHeaderBytes: 16 << 10,
+	}
 }
 
 func (e *Edge) url(path string) string { return e.issuer + path }

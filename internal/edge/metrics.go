@@ -2,6 +2,8 @@ package edge
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/streamco/deviceauth/internal/oauth"
 )
 
 // Poll outcomes that are not OAuth error codes. Every other outcome is the
@@ -54,4 +56,16 @@ func newEdgeMetrics(reg prometheus.Registerer) edgeMetrics {
 	}
 	reg.MustRegister(m.heldPolls, m.polls, m.approvalToToken, m.revokedReplays)
 	return m
+}
+
+// pollOutcome is the outcome a device code poll is counted under.
+func pollOutcome(err error, replayed bool) string {
+	switch {
+	case err != nil:
+		return oauth.AsError(err).Code
+	case replayed:
+		return outcomeReplayed
+	default:
+		return outcomeToken
+	}
 }

@@ -119,21 +119,26 @@ func (e *Edge) oauthHandler(h func(w http.ResponseWriter, r *http.Request) error
 			return
 		}
 
-		oe := oauth.AsError(err)
-		log := zerolog.Ctx(r.Context())
-		switch {
-		case r.Context().Err() != nil:
+		if r.Context().Err() != nil {
 			// The client went away; nothing can be written and nothing
 			// failed on our side.
-			log.Debug().Err(err).Msg("request cancelled by the client")
+			zerolog.Ctx(r.Context()).Debug().Err(err).Msg("request cancelled by the client")
 			return
-		case oe.Status >= 500:
-			log.Error().Err(err).Str("error_code", oe.Code).Msg("request failed")
-		default:
-			log.Debug().Err(err).Str("error_code", oe.Code).Msg("request rejected")
 		}
-		oauth.WriteError(w, oe)
+		writeOAuthError(w, zerolog.Ctx(r.Context()), err)
 	}
+}
+
+// writeOAuthError logs err with its cause at the level its kind deserves
+// and renders it with oauth.WriteError.
+func writeOAuthError(w http.ResponseWriter, log *zerolog.Logger, err error) {
+	oe := oauth.AsError(err)
+	if oe.Status >= 500 {
+		log.Error().Err(err).Str("error_code", oe.Code).Msg("request failed")
+	} else {
+		log.Debug().Err(err).Str("error_code", oe.Code).Msg("request rejected")
+	}
+	oauth.WriteError(w, oe)
 }
 
 // accessLog writes one record per request and gives the handler a child

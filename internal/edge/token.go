@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/streamco/deviceauth/events"
@@ -31,17 +30,15 @@ const approvedGrace = 2 * time.Minute
 // grant (RFC 8628 section 3.4) and the refresh token grant (RFC 6749
 // section 6). Device code requests are counted as polls by outcome.
 func (e *Edge) token(w http.ResponseWriter, r *http.Request) (err error) {
-	outcome := outcomeToken
 	isPoll := true
+	var answer tokenAnswer
 	defer func() {
 		if !isPoll {
 			return
 		}
-		switch {
-		case r.Context().Err() != nil:
+		outcome := pollOutcome(err, answer.replayed)
+		if r.Context().Err() != nil {
 			outcome = outcomeGone
-		case err != nil:
-			outcome = oauth.AsError(err).Code
 		}
 		e.metrics.polls.WithLabelValues(outcome).Inc()
 	}()
@@ -85,20 +82,39 @@ func (e *Edge) token(w http.ResponseWriter, r *http.Request) (err error) {
 	}
 
 	hold := e.requestedHold(r)
-	answer, err := e.pollDeviceCode(r.Context(), zerolog.Ctx(r.Context()), client.ID, deviceCode, hold)
+	answer, err = e.pollDeviceCode(w, r, client.ID, deviceCode, hold)
+	if errors.Is(err, errParked) {
+		// The held poll writes its own response and counts itself.
+		isPoll = false
+		return nil
+	}
 	if answer.held {
-		// RFC 7240 section 3: name the preference that was honoured, and
-		// only when it was.
-		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(hold/time.Second)))
+		setPreferenceApplied(w.Header(), hold)
 	}
 	if err != nil {
 		return err
 	}
-	if answer.replayed {
-		outcome = outcomeReplayed
-	}
 	oauth.WriteTokenResponse(w, answer.body)
 	return nil
+}
+
+// writePollAnswer writes a held poll's response to a writer that no handler
+// returns to, logging an error as oauthHandler does.
+func (e *Edge) writePollAnswer(w http.ResponseWriter, log *zerolog.Logger, answer tokenAnswer, hold time.Duration, err error) {
+	if answer.held {
+		setPreferenceApplied(w.Header(), hold)
+	}
+	if err != nil {
+		writeOAuthError(w, log, err)
+		return
+	}
+	oauth.WriteTokenResponse(w, answer.body)
+}
+
+// setPreferenceApplied names the wait preference that was honoured, and
+// only when it was (RFC 7240 section 3).
+func setPreferenceApplied(h http.Header, hold time.Duration) {
+	h.Set("Preference-Applied", "wait="+strconv.Itoa(int(hold/time.Second)))
 }
 
 // tokenAnswer is a token response about to leave the edge.
@@ -113,64 +129,55 @@ type tokenAnswer struct {
 }
 
 // pollDeviceCode decides one poll. It returns the token response to send,
-// or the OAuth error to respond with, and whether the poll was held.
+// or the OAuth error to respond with, and whether the poll was held. It
+// returns errParked when it took the connection over to hold the poll
+// outside the handler (see park), and the held poll then responds.
 //
 // A held poll subscribes to the code's change subject before it reads the
 // record, so a change stored between the read and the wait still wakes it.
 // It then waits without reading storage, because each change arrives as the
 // new record itself.
-func (e *Edge) pollDeviceCode(ctx context.Context, log *zerolog.Logger, clientID, deviceCode string, hold time.Duration) (tokenAnswer, error) {
+func (e *Edge) pollDeviceCode(w http.ResponseWriter, r *http.Request, clientID, deviceCode string, hold time.Duration) (tokenAnswer, error) {
+	ctx := r.Context()
 	codeID := e.hasher.CodeID(deviceCode)
-	l := log.With().Str("client_id", clientID).Str("code_id", codes.LogID(codeID)).Logger()
-	log = &l
+	log := zerolog.Ctx(ctx).With().Str("client_id", clientID).Str("code_id", codes.LogID(codeID)).Logger()
 
-	var changes chan *nats.Msg
+	var held *heldPoll
 	if hold > 0 {
-		changes = make(chan *nats.Msg, 8)
-		sub, err := e.nc.ChanSubscribe(events.CodeChangedSubject(codeID), changes)
-		if err != nil {
-			return tokenAnswer{}, oauth.ErrServerError.WithCause(fmt.Errorf("subscribe to code changes: %w", err))
+		var err error
+		if held, err = e.hold(log, codeID, clientID, deviceCode); err != nil {
+			return tokenAnswer{}, err
 		}
-		defer func() { _ = sub.Unsubscribe() }()
 	}
 
 	now := e.cfg.Now()
-	first, pending, err := e.decidePoll(ctx, log, codeID, clientID, deviceCode, now, true)
-	if !pending || hold <= 0 {
+	first, pending, err := e.decidePoll(ctx, &log, codeID, clientID, deviceCode, now, true)
+	if !pending || held == nil {
+		if held != nil {
+			held.drop()
+		}
 		return first, err
 	}
 
-	e.metrics.heldPolls.Inc()
-	defer e.metrics.heldPolls.Dec()
-	deadline := now.Add(hold)
-	timer := time.NewTimer(hold)
-	defer timer.Stop()
-	for {
-		changed := false
-		select {
-		case msg := <-changes:
-			var rec events.CodeRecord
-			if events.Decode(msg.Data, &rec) == nil && stillWaiting(rec.State) {
-				continue
-			}
-			changed = true
-		case <-timer.C:
-		case <-e.closing:
-			return tokenAnswer{held: true}, oauth.ErrAuthorizationPending
-		case <-ctx.Done():
-			return tokenAnswer{held: true}, ctx.Err()
-		}
+	if pc, ok := e.park(w, r, log); ok {
+		held.wait(now, hold, func(answer tokenAnswer, err error) {
+			e.answerParked(pc, answer, hold, err)
+		})
+		return tokenAnswer{}, errParked
+	}
 
-		// The code changed state or the hold ended: respond as a plain poll
-		// would, without counting it as another poll.
-		response, pending, err := e.decidePoll(ctx, log, codeID, clientID, deviceCode, e.cfg.Now(), false)
-		if pending && changed {
-			response, pending, err = e.readChange(ctx, log, codeID, clientID, deviceCode)
-		}
-		if !pending || !e.cfg.Now().Before(deadline) {
-			response.held = true
-			return response, err
-		}
+	type result struct {
+		answer tokenAnswer
+		err    error
+	}
+	done := make(chan result, 1)
+	held.wait(now, hold, func(answer tokenAnswer, err error) { done <- result{answer, err} })
+	select {
+	case res := <-done:
+		return res.answer, res.err
+	case <-ctx.Done():
+		held.drop()
+		return tokenAnswer{held: true}, ctx.Err()
 	}
 }
 

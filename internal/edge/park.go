@@ -1,0 +1,227 @@
+package edge
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// A held poll that waits inside its handler keeps net/http's connection
+// goroutine, the goroutine's stack and the connection's read and write
+// buffers for the whole hold: about 40 KiB on this code. So the edge takes
+// the connection over instead (http.Hijacker) and parks it. A parked poll
+// costs its heldPoll, its subscription and the bare connection. Its
+// response is written by the goroutine that decides it, and the connection then goes
+// back to an http.Server of the edge, which serves the client's next
+// requests on it as on any kept-alive connection.
+
+// errParked is returned by a handler whose connection was taken over. The
+// response is written later, by the held poll.
+var errParked = errors.New("connection parked for a held poll")
+
+// answerWriteTimeout bounds writing a parked poll's response.
+const answerWriteTimeout = 10 * time.Second
+
+// parkedConn is the connection of a parked poll.
+type parkedConn struct {
+	conn net.Conn
+	// ahead holds bytes the client sent after the token request, such as a
+	// pipelined request. Nil when there are none.
+	ahead *bufio.Reader
+	// header is the response header as the middleware left it when the
+	// poll was parked.
+	header http.Header
+	// close is true when the client asked to close the connection after
+	// this response.
+	close bool
+	log   zerolog.Logger
+	start time.Time
+}
+
+// park takes the connection of r over for a held poll. It reports false,
+// and leaves the request to wait in its handler, when the connection cannot
+// be taken over: HTTP/2, HTTP/1.0, a request body not read to its end, or a
+// writer that does not support it.
+func (e *Edge) park(w http.ResponseWriter, r *http.Request, log zerolog.Logger) (parkedConn, bool) {
+	if r.ProtoMajor != 1 || r.ProtoMinor < 1 {
+		return parkedConn{}, false
+	}
+	var probe [1]byte
+	if n, err := r.Body.Read(probe[:]); n != 0 || err != io.EOF {
+		return parkedConn{}, false
+	}
+	header := w.Header().Clone()
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return parkedConn{}, false
+	}
+	pc := parkedConn{conn: conn, header: header, close: r.Close, log: log, start: time.Now()}
+	if rw.Reader.Buffered() > 0 {
+		pc.ahead = rw.Reader
+	}
+	return pc, true
+}
+
+// answerParked writes a held poll's response on its parked connection and
+// hands the connection back to the edge's resume server. It counts the poll
+// by outcome, as the token handler does for the polls it responds to.
+func (e *Edge) answerParked(pc parkedConn, answer tokenAnswer, hold time.Duration, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			pc.log.Error().Interface("panic", v).Msg("answering a parked poll panicked")
+			_ = pc.conn.Close()
+		}
+	}()
+
+	resp := &bufferedResponse{header: pc.header}
+	e.writePollAnswer(resp, &pc.log, answer, hold, err)
+
+	stopping := false
+	select {
+	case <-e.closing:
+		stopping = true
+	default:
+	}
+	keep := !pc.close && !stopping
+	resp.header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	out := http.Response{
+		StatusCode:    resp.status,
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        resp.header,
+		ContentLength: int64(resp.body.Len()),
+		Body:          io.NopCloser(&resp.body),
+		Close:         !keep,
+	}
+
+	_ = pc.conn.SetWriteDeadline(time.Now().Add(answerWriteTimeout))
+	bw := bufio.NewWriter(pc.conn)
+	writeErr := out.Write(bw)
+	if writeErr == nil {
+		writeErr = bw.Flush()
+	}
+
+	outcome := pollOutcome(err, answer.replayed)
+	if writeErr != nil {
+		outcome = outcomeGone
+		keep = false
+	}
+	e.metrics.polls.WithLabelValues(outcome).Inc()
+	pc.log.Debug().Int("status", resp.status).Int("bytes", resp.body.Len()).
+		Dur("held", time.Since(pc.start)).Bool("sent", writeErr == nil).Msg("held poll answered")
+
+	if !keep {
+		_ = pc.conn.Close()
+		return
+	}
+	_ = pc.conn.SetDeadline(time.Time{})
+	var conn net.Conn = pc.conn
+	if pc.ahead != nil {
+		conn = &readAheadConn{Conn: pc.conn, r: pc.ahead}
+	}
+	if !e.resumeQueue.put(conn) {
+		_ = conn.Close()
+	}
+}
+
+// bufferedResponse collects a response for a connection that net/http no
+// longer serves.
+type bufferedResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header { return b.header }
+
+func (b *bufferedResponse) WriteHeader(status int) {
+	if b.status == 0 {
+		b.status = status
+	}
+}
+
+func (b *bufferedResponse) Write(p []byte) (int, error) {
+	b.WriteHeader(http.StatusOK)
+	return b.body.Write(p)
+}
+
+// readAheadConn is a connection whose first bytes were already read into r.
+type readAheadConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *readAheadConn) Read(p []byte) (int, error) {
+	if c.r.Buffered() > 0 {
+		return c.r.Read(p)
+	}
+	return c.Conn.Read(p)
+}
+
+// connQueue is the listener of the edge's resume server: it accepts the
+// connections of parked polls after their response.
+type connQueue struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newConnQueue() *connQueue {
+	return &connQueue{conns: make(chan net.Conn, 256), done: make(chan struct{})}
+}
+
+// put queues conn for the resume server. It reports false once the queue
+// is closed.
+func (q *connQueue) put(conn net.Conn) bool {
+	select {
+	case <-q.done:
+		return false
+	default:
+	}
+	select {
+	case q.conns <- conn:
+		return true
+	case <-q.done:
+		return false
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case conn := <-q.conns:
+		return conn, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops Accept and closes the connections still queued.
+func (q *connQueue) Close() error {
+	q.once.Do(func() {
+		close(q.done)
+		for {
+			select {
+			case conn := <-q.conns:
+				_ = conn.Close()
+			default:
+				return
+			}
+		}
+	})
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return resumeAddr{} }
+
+// resumeAddr names the resume server's listener, which has no address.
+type resumeAddr struct{}
+
+func (resumeAddr) Network() string { return "parked" }
+func (resumeAddr) String() string  { return "parked polls" }
