@@ -263,3 +263,35 @@ func readRawResponse(t *testing.T, r *bufio.Reader) rawResponse {
 	}
 	return rawResponse{StatusCode: resp.StatusCode, Header: resp.Header, Body: body, Close: resp.Close}
 }
+
+// TestResumedConnectionWaitsLikeKeptAlive lets a connection stay idle after
+// a parked poll's response for longer than the edge's 5-second header
+// timeout, as a device waiting out its interval does, and expects the next
+// poll on it to be served.
+func TestResumedConnectionWaitsLikeKeptAlive(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	srv, parked := parkingServer(t, sys)
+	da := sys.authorize(devstack.DemoClientID, "profile")
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	t.Cleanup(client.CloseIdleConnections)
+
+	first := tokenRequest(t, client, srv.URL, da.DeviceCode, "wait=1", nil)
+	if first.StatusCode != http.StatusBadRequest || first.errorCode(t) != oauth.CodeAuthorizationPending {
+		t.Fatalf("held poll: status %d: %s", first.StatusCode, first.Body)
+	}
+	if parked.Load() != 1 {
+		t.Fatal("the held poll's connection was not taken over")
+	}
+
+	time.Sleep(6 * time.Second)
+	var reused bool
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused }}
+	second := tokenRequest(t, client, srv.URL, da.DeviceCode, "", trace)
+	if !reused {
+		t.Error("the second poll opened a new connection")
+	}
+	if second.StatusCode != http.StatusBadRequest || second.errorCode(t) != oauth.CodeAuthorizationPending {
+		t.Errorf("second poll: status %d: %s", second.StatusCode, second.Body)
+	}
+}

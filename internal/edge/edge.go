@@ -317,6 +317,10 @@ func (e *Edge) Close() {
 	})
 }
 
+// idleTimeout is how long a kept-alive connection may wait for its next
+// request.
+const idleTimeout = 90 * time.Second
+
 // shutdownTimeout bounds how long a stopping edge waits for requests in
 // flight.
 const shutdownTimeout = 10 * time.Second
@@ -374,7 +378,7 @@ func (e *Edge) newServer() *http.Server {
 		// A held poll that cannot be parked waits in its handler for up
 		// to MaxHold, so writes get that plus a margin.
 		WriteTimeout:   e.cfg.MaxHold + 15*time.Second,
-		IdleTimeout:    90 * time.Second,
+		IdleTimeout:    idleTimeout,
 		MaxHeaderBytes: 16 << 10,
 	}
 }

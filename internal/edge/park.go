@@ -33,8 +33,8 @@ const answerWriteTimeout = 10 * time.Second
 type parkedConn struct {
 	conn net.Conn
 	// ahead holds bytes the client sent after the token request, such as a
-	// pipelined request. Nil when there are none.
-	ahead *bufio.Reader
+	// pipelined request.
+	ahead []byte
 	// header is the response header as the middleware left it when the
 	// poll was parked.
 	header http.Header
@@ -63,8 +63,9 @@ func (e *Edge) park(w http.ResponseWriter, r *http.Request, log zerolog.Logger) 
 		return parkedConn{}, false
 	}
 	pc := parkedConn{conn: conn, header: header, close: r.Close, log: log, start: time.Now()}
-	if rw.Reader.Buffered() > 0 {
-		pc.ahead = rw.Reader
+	if n := rw.Reader.Buffered(); n > 0 {
+		buffered, _ := rw.Reader.Peek(n)
+		pc.ahead = bytes.Clone(buffered)
 	}
 	return pc, true
 }
@@ -122,13 +123,11 @@ func (e *Edge) answerParked(pc parkedConn, answer tokenAnswer, hold time.Duratio
 		return
 	}
 	_ = pc.conn.SetDeadline(time.Time{})
-	var conn net.Conn = pc.conn
-	if pc.ahead != nil {
-		conn = &readAheadConn{Conn: pc.conn, r: pc.ahead}
+	if len(pc.ahead) > 0 {
+		e.resumeQueue.put(&readAheadConn{Conn: pc.conn, ahead: pc.ahead})
+		return
 	}
-	if !e.resumeQueue.put(conn) {
-		_ = conn.Close()
-	}
+	go e.resumeQueue.putWhenReadable(pc.conn)
 }
 
 // bufferedResponse collects a response for a connection that net/http no
@@ -152,15 +151,17 @@ func (b *bufferedResponse) Write(p []byte) (int, error) {
 	return b.body.Write(p)
 }
 
-// readAheadConn is a connection whose first bytes were already read into r.
+// readAheadConn is a connection whose first bytes were already read.
 type readAheadConn struct {
 	net.Conn
-	r *bufio.Reader
+	ahead []byte
 }
 
 func (c *readAheadConn) Read(p []byte) (int, error) {
-	if c.r.Buffered() > 0 {
-		return c.r.Read(p)
+	if len(c.ahead) > 0 {
+		n := copy(p, c.ahead)
+		c.ahead = c.ahead[n:]
+		return n, nil
 	}
 	return c.Conn.Read(p)
 }
@@ -171,26 +172,68 @@ type connQueue struct {
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
+	// idle are the connections that wait for the client's next request.
+	mu   sync.Mutex
+	idle map[net.Conn]struct{}
 }
 
 func newConnQueue() *connQueue {
-	return &connQueue{conns: make(chan net.Conn, 256), done: make(chan struct{})}
+	return &connQueue{conns: make(chan net.Conn, 256), done: make(chan struct{}), idle: make(map[net.Conn]struct{})}
 }
 
-// put queues conn for the resume server. It reports false once the queue
-// is closed.
-func (q *connQueue) put(conn net.Conn) bool {
+// put queues conn for the resume server, or closes it once the queue is
+// closed.
+func (q *connQueue) put(conn net.Conn) {
 	select {
 	case <-q.done:
-		return false
+		_ = conn.Close()
+		return
 	default:
 	}
 	select {
 	case q.conns <- conn:
-		return true
 	case <-q.done:
-		return false
+		_ = conn.Close()
 	}
+}
+
+// putWhenReadable waits for the first byte of the client's next request
+// and then queues conn. The resume server gives a new connection only
+// ReadHeaderTimeout to send its request, so the idle time between two polls
+// must pass here, as net/http lets it pass on its own kept-alive
+// connections. The connection is closed when nothing arrives within
+// idleTimeout.
+func (q *connQueue) putWhenReadable(conn net.Conn) {
+	q.mu.Lock()
+	select {
+	case <-q.done:
+		q.mu.Unlock()
+		_ = conn.Close()
+		return
+	default:
+	}
+	q.idle[conn] = struct{}{}
+	q.mu.Unlock()
+
+	var first [1]byte
+	_ = conn.SetReadDeadline(time.Now().Add(idleTimeout))
+	n, err := conn.Read(first[:])
+
+	q.mu.Lock()
+	delete(q.idle, conn)
+	q.mu.Unlock()
+	if n == 0 {
+		_ = conn.Close()
+		return
+	}
+	if err == nil {
+		err = conn.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		_ = conn.Close()
+		return
+	}
+	q.put(&readAheadConn{Conn: conn, ahead: first[:n]})
 }
 
 func (q *connQueue) Accept() (net.Conn, error) {
@@ -202,10 +245,15 @@ func (q *connQueue) Accept() (net.Conn, error) {
 	}
 }
 
-// Close stops Accept and closes the connections still queued.
+// Close stops Accept and closes the connections still queued or idle.
 func (q *connQueue) Close() error {
 	q.once.Do(func() {
+		q.mu.Lock()
 		close(q.done)
+		for conn := range q.idle {
+			_ = conn.Close()
+		}
+		q.mu.Unlock()
 		for {
 			select {
 			case conn := <-q.conns:
