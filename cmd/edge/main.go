@@ -14,6 +14,7 @@ import (
 	"github.com/streamco/deviceauth/internal/cli"
 	"github.com/streamco/deviceauth/internal/devstack"
 	"github.com/streamco/deviceauth/internal/edge"
+	"github.com/streamco/deviceauth/internal/issuer"
 	"github.com/streamco/deviceauth/internal/keyfile"
 	"github.com/streamco/deviceauth/internal/natsinfra"
 )
@@ -34,6 +35,7 @@ func main() {
 	logPretty := flags.Bool("log-pretty", "LOG_PRETTY", false, "human-readable logs instead of JSON")
 	dev := flags.Bool("dev", "DEV", false, "run everything in this process on an embedded NATS server, with demo data")
 	dataDir := flags.String("data", "DATA_DIR", "data", "with --dev: directory for the NATS store, the hash key and the signing keys")
+	algorithm := flags.String("algorithm", "SIGNING_ALGORITHM", issuer.AlgorithmRS256, "with --dev: the issuer's signing algorithm, RS256 or ES256")
 	flags.Parse(os.Args[1:])
 
 	// Development mode writes human-readable logs unless --log-pretty or LOG_PRETTY is set.
@@ -60,7 +62,7 @@ func main() {
 	defer stop()
 
 	if *dev {
-		runDev(ctx, log, cfg, *dataDir, debug)
+		runDev(ctx, log, cfg, issuer.Config{Algorithm: *algorithm}, *dataDir, debug)
 		return
 	}
 
@@ -92,12 +94,12 @@ func main() {
 	}
 }
 
-func runDev(ctx context.Context, log zerolog.Logger, cfg edge.Config, dataDir string, debug cli.DebugFlags) {
+func runDev(ctx context.Context, log zerolog.Logger, cfg edge.Config, issuerCfg issuer.Config, dataDir string, debug cli.DebugFlags) {
 	absData, err := filepath.Abs(dataDir)
 	if err != nil {
 		cli.Fatal(log, err, "invalid data directory")
 	}
-	stack, err := devstack.Start(ctx, devstack.Config{DataDir: absData, Edge: cfg, Seed: true}, log)
+	stack, err := devstack.Start(ctx, devstack.Config{DataDir: absData, Edge: cfg, Issuer: issuerCfg, Seed: true}, log)
 	if err != nil {
 		cli.Fatal(log, err, "starting the development stack failed")
 	}

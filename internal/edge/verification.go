@@ -265,7 +265,10 @@ func (e *Edge) showConsent(w http.ResponseWriter, r *http.Request, userCode, con
 		return nil
 	}
 
-	found, err := e.findCode(r, userCode)
+	// The caller checked the confirmation token. submitCode issues it only
+	// after findCode found the code under the wrong-code limits, so this
+	// lookup is not a guess and skips them.
+	found, err := e.lookupUserCode(r.Context(), userCode)
 	if err != nil {
 		return err
 	}
@@ -390,6 +393,19 @@ func (e *Edge) submitDecision(w http.ResponseWriter, r *http.Request) error {
 		return e.showConsent(w, r, userCode, confirmation, "error.form_expired")
 	}
 
+	// The confirmation token shows that this browser found the code under
+	// the wrong-code limits (see showConsent), so the lookup skips them. It
+	// runs while the session is read, because both reads delay the decision.
+	type lookup struct {
+		found foundCode
+		err   error
+	}
+	looked := make(chan lookup, 1)
+	go func() {
+		found, err := e.lookupUserCode(r.Context(), userCode)
+		looked <- lookup{found, err}
+	}()
+
 	session, signedIn, err := e.currentSession(r.Context(), r)
 	if err != nil {
 		return err
@@ -408,7 +424,8 @@ func (e *Edge) submitDecision(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	data := pageData{UserCode: codes.FormatUserCode(userCode)}
-	found, err := e.findCode(r, userCode)
+	result := <-looked
+	found, err := result.found, result.err
 	if err != nil {
 		return err
 	}
