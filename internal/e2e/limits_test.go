@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,6 +56,49 @@ func TestWrongCodesLimitedPerBrowser(t *testing.T) {
 	sys.clock.Advance(5 * time.Minute)
 	if got := ph.enterCode(da.UserCode); got.title() != "Sign in" {
 		t.Errorf("after the window: got %q (status %d), want the sign-in page", got.title(), got.Status)
+	}
+}
+
+// TestConfirmedConsentSkipsCodeLimits lets a browser reach the consent page
+// with the right code and then reach its wrong-code limit. The consent post
+// carries the confirmation that the code was found under the limits, so
+// the approval goes through.
+func TestConfirmedConsentSkipsCodeLimits(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t, withLimits(edge.Limits{WrongCodesPerBrowser: edge.Limit{Max: 3, Window: 5 * time.Minute}}))
+	da := sys.authorize(devstack.DemoClientID, "profile")
+	ph := sys.newPhone()
+
+	signIn := ph.enterCode(da.UserCode)
+	if signIn.title() != "Sign in" {
+		t.Fatalf("right code: got %q (status %d), want the sign-in page", signIn.title(), signIn.Status)
+	}
+	consent := ph.post(edge.PathSignIn, url.Values{
+		"csrf_token": {signIn.csrf(t)},
+		"user_code":  {da.UserCode},
+		"confirmed":  {signIn.confirmation(t)},
+		"username":   {devstack.DemoUsername},
+		"password":   {devstack.DemoPassword},
+	})
+	if consent.title() != "Allow this device?" {
+		t.Fatalf("after sign-in: got %q (status %d), want the consent page", consent.title(), consent.Status)
+	}
+
+	for i := range 3 {
+		if got := ph.enterCode("BBBB-BBBB"); got.Status != http.StatusBadRequest {
+			t.Fatalf("wrong code %d: status %d, want 400", i+1, got.Status)
+		}
+	}
+	assertLimitedPage(t, ph.enterCode(da.UserCode), "code entered over the limit")
+
+	approved := ph.post(edge.PathConsent, url.Values{
+		"csrf_token": {consent.csrf(t)},
+		"user_code":  {da.UserCode},
+		"confirmed":  {consent.confirmation(t)},
+		"decision":   {"approve"},
+	})
+	if approved.title() != "Device connected" {
+		t.Errorf("confirmed consent over the limit: got %q (status %d), want the approval page", approved.title(), approved.Status)
 	}
 }
 

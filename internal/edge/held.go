@@ -69,6 +69,8 @@ func newPollRegister() *pollRegister {
 func (e *Edge) hold(log zerolog.Logger, codeID, clientID, deviceCode string) (*heldPoll, error) {
 	p := &heldPoll{e: e, codeID: codeID, clientID: clientID, deviceCode: deviceCode, log: log}
 	h := e.polls
+	// The subscription is made under the lock, so dispatchChanges finds the
+	// poll for the first message as well.
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
