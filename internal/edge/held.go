@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -131,18 +132,33 @@ func (p *heldPoll) check(changed, expired bool) {
 		return
 	}
 
-	e := p.e
-	ctx, cancel := context.WithTimeout(context.Background(), decideTimeout)
-	defer cancel()
-	response, pending, err := e.decidePoll(ctx, &p.log, p.codeID, p.clientID, p.deviceCode, e.cfg.Now(), false)
-	if pending && changed {
-		response, pending, err = e.readChange(ctx, &p.log, p.codeID, p.clientID, p.deviceCode)
-	}
-	if pending && !expired && e.cfg.Now().Before(p.deadline) {
+	response, pending, err := p.decide(changed)
+	if pending && !expired && p.e.cfg.Now().Before(p.deadline) {
 		p.mu.Unlock()
 		return
 	}
 	p.finishLocked(response, err)
+}
+
+// decide reads the code and decides the poll, reading again while a change
+// message leads the store. No handler's recoverer runs here, so a panic is
+// logged and turned into server_error instead of ending the process.
+func (p *heldPoll) decide(changed bool) (response tokenAnswer, pending bool, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.log.Error().Interface("panic", v).Msg("deciding a held poll panicked")
+			response, pending, err = tokenAnswer{}, false, oauth.ErrServerError.WithCause(fmt.Errorf("panic: %v", v))
+		}
+	}()
+
+	e := p.e
+	ctx, cancel := context.WithTimeout(context.Background(), decideTimeout)
+	defer cancel()
+	response, pending, err = e.decidePoll(ctx, &p.log, p.codeID, p.clientID, p.deviceCode, e.cfg.Now(), false)
+	if pending && changed {
+		response, pending, err = e.readChange(ctx, &p.log, p.codeID, p.clientID, p.deviceCode)
+	}
+	return response, pending, err
 }
 
 // stop responds to a waiting poll with authorization_pending because the

@@ -21,6 +21,10 @@ import (
 // response is written by the goroutine that decides it, and the connection then goes
 // back to an http.Server of the edge, which serves the client's next
 // requests on it as on any kept-alive connection.
+//
+// NOTE: nothing reads a parked connection, so a client that goes away is
+// noticed only when its response is written, and its poll counts as held
+// until then.
 
 // errParked is returned by a handler whose connection was taken over. The
 // response is written later, by the held poll.
