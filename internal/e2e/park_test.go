@@ -106,23 +106,16 @@ func TestHeldPollsParkTheirConnections(t *testing.T) {
 // the token, from the bytes it had read ahead.
 func TestParkedPollKeepsPipelinedRequest(t *testing.T) {
 	t.Parallel()
-	sys := startSystem(t)
-	srv, parked := parkingServer(t, sys)
-	da := sys.authorize(devstack.DemoClientID, "profile")
-
-	conn := dialRaw(t, srv.URL)
-	host := strings.TrimPrefix(srv.URL, "http://")
-	fmt.Fprint(conn, rawTokenRequest(host, da.DeviceCode, "Prefer: wait=20\r\n")+
-		"GET "+edge.PathHealth+" HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
-	waitFor(t, 5*time.Second, "the poll to be held", func() bool {
-		return metricValue(t, sys.stack.Edge.Metrics(), "deviceauth_edge_held_polls", nil) == 1
-	})
-	if parked.Load() != 1 {
+	raw := startRawPoll(t)
+	fmt.Fprint(raw.conn, rawTokenRequest(raw.host, raw.da.DeviceCode, "Prefer: wait=20\r\n")+
+		"GET "+edge.PathHealth+" HTTP/1.1\r\nHost: "+raw.host+"\r\n\r\n")
+	raw.waitHeld()
+	if raw.parked.Load() != 1 {
 		t.Fatal("the held poll's connection was not taken over")
 	}
-	sys.decide(da, "approve")
+	raw.sys.decide(raw.da, "approve")
 
-	r := bufio.NewReader(conn)
+	r := bufio.NewReader(raw.conn)
 	token := readRawResponse(t, r)
 	if token.StatusCode != http.StatusOK || !strings.Contains(string(token.Body), "access_token") {
 		t.Fatalf("held poll: status %d: %s", token.StatusCode, token.Body)
@@ -137,15 +130,10 @@ func TestParkedPollKeepsPipelinedRequest(t *testing.T) {
 // connection after the response when the client requested it.
 func TestParkedPollHonoursConnectionClose(t *testing.T) {
 	t.Parallel()
-	sys := startSystem(t)
-	srv, _ := parkingServer(t, sys)
-	da := sys.authorize(devstack.DemoClientID, "profile")
+	raw := startRawPoll(t)
+	fmt.Fprint(raw.conn, rawTokenRequest(raw.host, raw.da.DeviceCode, "Prefer: wait=1\r\nConnection: close\r\n"))
 
-	conn := dialRaw(t, srv.URL)
-	host := strings.TrimPrefix(srv.URL, "http://")
-	fmt.Fprint(conn, rawTokenRequest(host, da.DeviceCode, "Prefer: wait=1\r\nConnection: close\r\n"))
-
-	r := bufio.NewReader(conn)
+	r := bufio.NewReader(raw.conn)
 	resp := readRawResponse(t, r)
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(resp.Body), oauth.CodeAuthorizationPending) {
 		t.Fatalf("held poll: status %d: %s", resp.StatusCode, resp.Body)
@@ -163,29 +151,55 @@ func TestParkedPollHonoursConnectionClose(t *testing.T) {
 // waits in its handler and gets the same response.
 func TestHeldPollWaitsInHandlerOverHTTP10(t *testing.T) {
 	t.Parallel()
-	sys := startSystem(t)
-	srv, parked := parkingServer(t, sys)
-	da := sys.authorize(devstack.DemoClientID, "profile")
-
-	conn := dialRaw(t, srv.URL)
-	host := strings.TrimPrefix(srv.URL, "http://")
-	request := strings.Replace(rawTokenRequest(host, da.DeviceCode, "Prefer: wait=20\r\n"), "HTTP/1.1", "HTTP/1.0", 1)
-	fmt.Fprint(conn, request)
-	waitFor(t, 5*time.Second, "the poll to be held", func() bool {
-		return metricValue(t, sys.stack.Edge.Metrics(), "deviceauth_edge_held_polls", nil) == 1
-	})
-	if got := parked.Load(); got != 0 {
+	raw := startRawPoll(t)
+	request := strings.Replace(rawTokenRequest(raw.host, raw.da.DeviceCode, "Prefer: wait=20\r\n"), "HTTP/1.1", "HTTP/1.0", 1)
+	fmt.Fprint(raw.conn, request)
+	raw.waitHeld()
+	if got := raw.parked.Load(); got != 0 {
 		t.Errorf("%d connections taken over, want none for HTTP/1.0", got)
 	}
-	sys.decide(da, "approve")
+	raw.sys.decide(raw.da, "approve")
 
-	resp := readRawResponse(t, bufio.NewReader(conn))
+	resp := readRawResponse(t, bufio.NewReader(raw.conn))
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(resp.Body), "access_token") {
 		t.Fatalf("held poll: status %d: %s", resp.StatusCode, resp.Body)
 	}
 	if got := resp.Header.Get("Preference-Applied"); got != "wait=20" {
 		t.Errorf("Preference-Applied %q, want wait=20", got)
 	}
+}
+
+// rawPoll is a system, a device code, and a raw connection to a parking
+// server of the system's edge.
+type rawPoll struct {
+	t      *testing.T
+	sys    *system
+	parked *atomic.Int32
+	da     oauth.DeviceAuthorizationResponse
+	conn   net.Conn
+	host   string
+}
+
+func startRawPoll(t *testing.T) rawPoll {
+	t.Helper()
+	sys := startSystem(t)
+	srv, parked := parkingServer(t, sys)
+	return rawPoll{
+		t:      t,
+		sys:    sys,
+		parked: parked,
+		da:     sys.authorize(devstack.DemoClientID, "profile"),
+		conn:   dialRaw(t, srv.URL),
+		host:   strings.TrimPrefix(srv.URL, "http://"),
+	}
+}
+
+// waitHeld waits until the edge holds the poll.
+func (raw rawPoll) waitHeld() {
+	raw.t.Helper()
+	waitFor(raw.t, 5*time.Second, "the poll to be held", func() bool {
+		return metricValue(raw.t, raw.sys.stack.Edge.Metrics(), "deviceauth_edge_held_polls", nil) == 1
+	})
 }
 
 // tokenRequest polls for deviceCode through client, with a Prefer header
