@@ -59,6 +59,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // The methods accept a nil receiver, so a worker without metrics needs no
 // checks at every call.
 
+// start creates every counter series of consumer at zero, so that an alert
+// on an increase also sees the first redelivery or dead letter.
+func (m *Metrics) start(consumer string) {
+	if m == nil {
+		return
+	}
+	for _, outcome := range []string{OutcomeAcked, OutcomeRetried, OutcomeDeadLettered, OutcomeAckFailed} {
+		m.consumed.WithLabelValues(consumer, outcome)
+	}
+	m.redeliveries.WithLabelValues(consumer)
+	m.deadLettered.WithLabelValues(consumer)
+}
+
 func (m *Metrics) outcome(consumer, outcome string) {
 	if m != nil {
 		m.consumed.WithLabelValues(consumer, outcome).Inc()

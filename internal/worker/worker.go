@@ -70,6 +70,7 @@ func (c *Config) setDefaults() {
 // until ctx ends. It finishes the messages in hand before it returns.
 func Run(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolog.Logger, handle Handler) error {
 	cfg.setDefaults()
+	cfg.Metrics.start(cfg.Durable)
 
 	var consumer jetstream.Consumer
 	err := natsinfra.Retry(ctx, func(ctx context.Context) error {

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"maps"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -98,29 +99,80 @@ func TestStopFinishesMessageInHand(t *testing.T) {
 	}
 }
 
+// TestCountersStartAtZero starts a worker that gets no message and expects
+// its redelivery and dead-letter counters to exist at zero, so an alert on
+// their increase sees the first one.
+func TestCountersStartAtZero(t *testing.T) {
+	js := startJetStream(t)
+	registry := prometheus.NewRegistry()
+	cfg := worker.Config{
+		Durable:       "zero-test",
+		FilterSubject: events.Subject(events.SubjectDecision, "*"),
+		Metrics:       worker.NewMetrics(registry),
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- worker.Run(ctx, js, cfg, zerolog.Nop(), func(context.Context, zerolog.Logger, jetstream.Msg) error { return nil })
+	}()
+	t.Cleanup(func() { stop(); <-done })
+
+	want := []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"deviceauth_worker_redeliveries_total", map[string]string{"consumer": "zero-test"}},
+		{"deviceauth_worker_dead_lettered_total", map[string]string{"consumer": "zero-test"}},
+		{"deviceauth_worker_events_total", map[string]string{"consumer": "zero-test", "outcome": worker.OutcomeDeadLettered}},
+		{"deviceauth_worker_events_total", map[string]string{"consumer": "zero-test", "outcome": worker.OutcomeRetried}},
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, w := range want {
+		value, found := counterValue(t, registry, w.name, w.labels)
+		for !found && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+			value, found = counterValue(t, registry, w.name, w.labels)
+		}
+		if !found {
+			t.Errorf("no series %s %v", w.name, w.labels)
+		} else if value != 0 {
+			t.Errorf("%s %v = %v, want 0", w.name, w.labels, value)
+		}
+	}
+}
+
 // ackedCount returns the acknowledged deliveries counted for the
 // stop-test consumer.
 func ackedCount(t *testing.T, registry *prometheus.Registry) float64 {
+	t.Helper()
+	value, _ := counterValue(t, registry, "deviceauth_worker_events_total",
+		map[string]string{"consumer": "stop-test", "outcome": worker.OutcomeAcked})
+	return value
+}
+
+// counterValue returns the counter name with exactly labels, and whether
+// the registry has that series.
+func counterValue(t *testing.T, registry *prometheus.Registry, name string, labels map[string]string) (float64, bool) {
 	t.Helper()
 	families, err := registry.Gather()
 	if err != nil {
 		t.Fatalf("gather: %v", err)
 	}
 	for _, family := range families {
-		if family.GetName() != "deviceauth_worker_events_total" {
+		if family.GetName() != name {
 			continue
 		}
 		for _, m := range family.GetMetric() {
-			labels := map[string]string{}
+			got := map[string]string{}
 			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
+				got[l.GetName()] = l.GetValue()
 			}
-			if labels["consumer"] == "stop-test" && labels["outcome"] == worker.OutcomeAcked {
-				return m.GetCounter().GetValue()
+			if maps.Equal(got, labels) {
+				return m.GetCounter().GetValue(), true
 			}
 		}
 	}
-	return 0
+	return 0, false
 }
 
 func startJetStream(t *testing.T) jetstream.JetStream {
