@@ -60,7 +60,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // checks at every call.
 
 // start creates every counter series of consumer at zero, so that an alert
-// on an increase also sees the first redelivery or dead letter.
+// on an increase also fires on the first redelivery or dead letter.
 func (m *Metrics) start(consumer string) {
 	if m == nil {
 		return

@@ -101,7 +101,7 @@ func TestStopFinishesMessageInHand(t *testing.T) {
 
 // TestCountersStartAtZero starts a worker that gets no message and expects
 // its redelivery and dead-letter counters to exist at zero, so an alert on
-// their increase sees the first one.
+// their increase fires on the first one.
 func TestCountersStartAtZero(t *testing.T) {
 	js := startJetStream(t)
 	registry := prometheus.NewRegistry()
