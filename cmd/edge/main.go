@@ -106,16 +106,21 @@ func runDev(ctx context.Context, log zerolog.Logger, cfg edge.Config, issuerCfg 
 	defer stack.Close()
 	cli.ServeDebug(ctx, debug, stack.Metrics(), stack.Ready, log)
 
+	metrics := "off (--debug-addr is empty)"
+	if *debug.Addr != "" {
+		metrics = "http://" + *debug.Addr + "/metrics"
+	}
 	fmt.Fprintf(os.Stderr, `
 Device authorization server running (development mode).
   Edge:          %[1]s
   Metadata:      %[1]s/.well-known/oauth-authorization-server
   Phone page:    %[1]s/device   (sign in as %[2]s / %[3]s)
   NATS:          %[4]s   (data in %[5]s)
+  Metrics:       %[7]s
 Try it:
   curl -s -d client_id=%[6]s -d scope=profile %[1]s/oauth/device_authorization
 
-`, cfg.PublicURL, devstack.DemoUsername, devstack.DemoPassword, stack.NATSURL(), absData, devstack.DemoClientID)
+`, cfg.PublicURL, devstack.DemoUsername, devstack.DemoPassword, stack.NATSURL(), absData, devstack.DemoClientID, metrics)
 
 	runErr := make(chan error, 1)
 	go func() { runErr <- stack.Edge.Serve(ctx, cfg.Addr) }()

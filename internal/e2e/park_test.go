@@ -309,3 +309,46 @@ func TestResumedConnectionWaitsLikeKeptAlive(t *testing.T) {
 		t.Errorf("second poll: status %d: %s", second.StatusCode, second.Body)
 	}
 }
+
+// TestParkedPollNoticesClosedClient closes the connection of a parked poll
+// and then approves the code. The parked poll must not redeem the code for
+// the closed connection, so the device's next poll gets the token.
+func TestParkedPollNoticesClosedClient(t *testing.T) {
+	t.Parallel()
+	raw := startRawPoll(t)
+	fmt.Fprint(raw.conn, rawTokenRequest(raw.host, raw.da.DeviceCode, "Prefer: wait=20\r\n"))
+	raw.waitHeld()
+	raw.conn.Close()
+
+	raw.sys.decide(raw.da, "approve")
+	metrics := raw.sys.stack.Edge.Metrics()
+	waitFor(t, 5*time.Second, "the parked poll to count its client as gone", func() bool {
+		return metricValue(t, metrics, "deviceauth_edge_polls_total", map[string]string{"outcome": "client_gone"}) == 1
+	})
+	if got := metricValue(t, metrics, "deviceauth_edge_held_polls", nil); got != 0 {
+		t.Errorf("held polls gauge %v after the client left, want 0", got)
+	}
+
+	next := raw.sys.poll(devstack.DemoClientID, raw.da.DeviceCode, 0)
+	if next.StatusCode != http.StatusOK || next.json(t)["access_token"] == nil {
+		t.Errorf("poll after the closed one: status %d: %s", next.StatusCode, next.Body)
+	}
+}
+
+// TestHeldPollEndsWhenCodeExpires holds a poll on a code with two seconds
+// left and expects expired_token then, not when the 20-second hold ends.
+func TestHeldPollEndsWhenCodeExpires(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t)
+	da := sys.authorize(devstack.DemoClientID, "profile")
+	sys.clock.Advance(time.Duration(da.ExpiresIn)*time.Second - 2*time.Second)
+
+	started := time.Now()
+	resp := sys.poll(devstack.DemoClientID, da.DeviceCode, 20*time.Second)
+	if got := resp.errorCode(t); got != oauth.CodeExpiredToken {
+		t.Errorf("held poll on an expiring code: %q (status %d), want expired_token", got, resp.StatusCode)
+	}
+	if took := time.Since(started); took > 10*time.Second {
+		t.Errorf("held poll took %s, want it to end when the code expired, about 2s", took.Round(time.Millisecond))
+	}
+}

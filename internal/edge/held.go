@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -17,6 +18,9 @@ import (
 // subscription delivers to. nats.go drops a message that finds it full,
 // and that poll then learns of the change when its hold ends.
 const changeBuffer = 8192
+
+// errClientGone ends a held poll whose client closed its connection.
+var errClientGone = errors.New("the client closed the connection")
 
 // decideTimeout bounds the storage work of deciding a held poll once it
 // wakes, which no request context bounds when the poll is parked.
@@ -43,6 +47,9 @@ type heldPoll struct {
 	deadline time.Time
 	timer    *time.Timer
 	deliver  func(tokenAnswer, error)
+	// clientGone reports whether the client closed its connection. It is
+	// nil when the request's context reports that instead.
+	clientGone func() bool
 	// changed records a change that arrived before wait, so that wait
 	// checks the code at once.
 	changed bool
@@ -88,8 +95,10 @@ func (e *Edge) hold(log zerolog.Logger, codeID, clientID, deviceCode string) (*h
 
 // wait starts the hold: deliver gets the poll's response once, when the
 // code leaves the waiting states, when hold has passed, or when the edge
-// stops.
-func (p *heldPoll) wait(start time.Time, hold time.Duration, deliver func(tokenAnswer, error)) {
+// stops. Before each decision clientGone, unless nil, is asked whether the
+// client left, and if it did deliver gets errClientGone and the code is
+// not read, so a token is never redeemed for a closed connection.
+func (p *heldPoll) wait(start time.Time, hold time.Duration, clientGone func() bool, deliver func(tokenAnswer, error)) {
 	p.mu.Lock()
 	if p.done {
 		// The edge stopped between hold and wait.
@@ -100,6 +109,7 @@ func (p *heldPoll) wait(start time.Time, hold time.Duration, deliver func(tokenA
 	p.waiting = true
 	p.deadline = start.Add(hold)
 	p.deliver = deliver
+	p.clientGone = clientGone
 	p.timer = time.AfterFunc(hold, func() { p.check(false, true) })
 	p.e.metrics.heldPolls.Inc()
 	changed := p.changed
@@ -132,6 +142,10 @@ func (p *heldPoll) check(changed, expired bool) {
 		return
 	}
 
+	if p.clientGone != nil && p.clientGone() {
+		p.finishLocked(tokenAnswer{}, errClientGone)
+		return
+	}
 	response, pending, err := p.decide(changed)
 	if pending && !expired && p.e.cfg.Now().Before(p.deadline) {
 		p.mu.Unlock()

@@ -15,16 +15,16 @@ import (
 
 // A held poll that waits inside its handler keeps net/http's connection
 // goroutine, the goroutine's stack and the connection's read and write
-// buffers for the whole hold: about 40 KiB on this code. So the edge takes
+// buffers for the whole hold: about 49 KiB on this code. So the edge takes
 // the connection over instead (http.Hijacker) and parks it. A parked poll
 // costs its heldPoll, its subscription and the bare connection. Its
 // response is written by the goroutine that decides it, and the connection then goes
 // back to an http.Server of the edge, which serves the client's next
 // requests on it as on any kept-alive connection.
 //
-// NOTE: nothing reads a parked connection, so a client that goes away is
-// noticed only when its response is written, and its poll counts as held
-// until then.
+// NOTE: nothing reads a parked connection. A client that goes away is
+// noticed when its poll wakes, by a peek at the socket (peerClosed), and
+// its poll counts as held until then.
 
 // errParked is returned by a handler whose connection was taken over. The
 // response is written later, by the held poll.
@@ -85,8 +85,16 @@ func (e *Edge) answerParked(pc parkedConn, answer tokenAnswer, hold time.Duratio
 		}
 	}()
 
+	if errors.Is(err, errClientGone) {
+		e.metrics.polls.WithLabelValues(outcomeGone).Inc()
+		pc.log.Debug().Dur("held", time.Since(pc.start)).Msg("held poll ended: the client closed the connection")
+		_ = pc.conn.Close()
+		return
+	}
+
 	resp := &bufferedResponse{header: pc.header}
 	e.writePollAnswer(resp, &pc.log, answer, hold, err)
+	size := resp.body.Len()
 
 	stopping := false
 	select {
@@ -101,7 +109,7 @@ func (e *Edge) answerParked(pc parkedConn, answer tokenAnswer, hold time.Duratio
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        resp.header,
-		ContentLength: int64(resp.body.Len()),
+		ContentLength: int64(size),
 		Body:          io.NopCloser(&resp.body),
 		Close:         !keep,
 	}
@@ -119,11 +127,11 @@ func (e *Edge) answerParked(pc parkedConn, answer tokenAnswer, hold time.Duratio
 		keep = false
 	}
 	e.metrics.polls.WithLabelValues(outcome).Inc()
-	pc.log.Debug().Int("status", resp.status).Int("bytes", resp.body.Len()).
+	pc.log.Debug().Int("status", resp.status).Int("bytes", size).
 		Dur("held", time.Since(pc.start)).Bool("sent", writeErr == nil).Msg("held poll answered")
 
 	if !keep {
-		_ = pc.conn.Close()
+		closeLingering(pc.conn)
 		return
 	}
 	_ = pc.conn.SetDeadline(time.Time{})
@@ -132,6 +140,28 @@ func (e *Edge) answerParked(pc parkedConn, answer tokenAnswer, hold time.Duratio
 		return
 	}
 	go e.resumeQueue.putWhenReadable(pc.conn)
+}
+
+// closedByClient reports whether the client closed or reset the parked
+// connection.
+func (pc parkedConn) closedByClient() bool { return peerClosed(pc.conn) }
+
+// lingerDelay is how long a connection closed after a response stays open
+// for reading, as net/http waits before it closes a connection the client
+// may still be writing to.
+const lingerDelay = 500 * time.Millisecond
+
+// closeLingering closes conn for writing at once and fully after
+// lingerDelay. Closing a socket with unread data from the client sends a
+// reset, which can destroy the response before the client has read it.
+func closeLingering(conn net.Conn) {
+	tcp, ok := conn.(*net.TCPConn)
+	if !ok {
+		_ = conn.Close()
+		return
+	}
+	_ = tcp.CloseWrite()
+	time.AfterFunc(lingerDelay, func() { _ = tcp.Close() })
 }
 
 // bufferedResponse collects a response for a connection that net/http no

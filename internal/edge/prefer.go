@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"errors"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -19,6 +21,11 @@ func preferWait(headers []string) (seconds int, ok bool) {
 			}
 			value = strings.Trim(strings.TrimSpace(value), `"`)
 			n, err := strconv.Atoi(value)
+			if errors.Is(err, strconv.ErrRange) && value != "" && value[0] != '-' && value[0] != '+' {
+				// Digits beyond an int still ask for the longest wait,
+				// which the caller caps.
+				return math.MaxInt, true
+			}
 			if err != nil || n < 0 {
 				return 0, false
 			}

@@ -1,6 +1,9 @@
 package edge
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
 
 func TestPreferWait(t *testing.T) {
 	cases := []struct {
@@ -18,6 +21,8 @@ func TestPreferWait(t *testing.T) {
 		{"no value", []string{"wait"}, 0, false},
 		{"negative", []string{"wait=-1"}, 0, false},
 		{"not a number", []string{"wait=soon"}, 0, false},
+		{"beyond an int", []string{"wait=99999999999999999999"}, math.MaxInt, true},
+		{"below an int", []string{"wait=-99999999999999999999"}, 0, false},
 		{"other preference only", []string{"respond-async"}, 0, false},
 	}
 	for _, tc := range cases {

@@ -17,6 +17,10 @@ import (
 	"github.com/streamco/deviceauth/internal/oauth"
 )
 
+// expiryMargin is added to a hold that ends when its code expires, so the
+// poll decided then finds the code expired.
+const expiryMargin = 10 * time.Millisecond
+
 // maxInterval caps how far slow_down can stretch a code's interval, so a
 // client with a bad clock is slowed but never locked out.
 const maxInterval = 60
@@ -126,6 +130,9 @@ type tokenAnswer struct {
 	// held is true when the poll waited for a change, with or without an
 	// error to send.
 	held bool
+	// expires is when a pending answer's code expires, so a hold ends
+	// with expired_token then rather than at its full length.
+	expires time.Time
 }
 
 // pollDeviceCode decides one poll. It returns the token response to send,
@@ -159,8 +166,13 @@ func (e *Edge) pollDeviceCode(w http.ResponseWriter, r *http.Request, clientID, 
 		return first, err
 	}
 
+	// The hold ends when the code expires, if that comes first.
+	timeout := hold
+	if !first.expires.IsZero() {
+		timeout = max(min(hold, first.expires.Sub(now)+expiryMargin), 0)
+	}
 	if pc, ok := e.park(w, r, log); ok {
-		held.wait(now, hold, func(answer tokenAnswer, err error) {
+		held.wait(now, timeout, pc.closedByClient, func(answer tokenAnswer, err error) {
 			e.answerParked(pc, answer, hold, err)
 		})
 		return tokenAnswer{}, errParked
@@ -171,7 +183,7 @@ func (e *Edge) pollDeviceCode(w http.ResponseWriter, r *http.Request, clientID, 
 		err    error
 	}
 	done := make(chan result, 1)
-	held.wait(now, hold, func(answer tokenAnswer, err error) { done <- result{answer, err} })
+	held.wait(now, timeout, nil, func(answer tokenAnswer, err error) { done <- result{answer, err} })
 	select {
 	case res := <-done:
 		return res.answer, res.err
@@ -230,6 +242,7 @@ func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clie
 		if errors.Is(err, kv.ErrNotFound) {
 			return tokenAnswer{}, false, oauth.ErrInvalidGrant.WithDescription("The device code is not valid.")
 		}
+		var expires time.Time
 		if err != nil {
 			return tokenAnswer{}, false, oauth.ErrServerError.WithCause(err)
 		}
@@ -257,12 +270,14 @@ func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clie
 			return tokenAnswer{}, false, oauth.ErrAccessDenied
 
 		case events.StateApproved:
-			if !now.Before(rec.ExpiresAt.Add(approvedGrace)) {
+			expires = rec.ExpiresAt.Add(approvedGrace)
+			if !now.Before(expires) {
 				return tokenAnswer{}, false, oauth.ErrExpiredToken
 			}
 
 		case events.StatePending:
-			if !now.Before(rec.ExpiresAt) {
+			expires = rec.ExpiresAt
+			if !now.Before(expires) {
 				return tokenAnswer{}, false, oauth.ErrExpiredToken
 			}
 
@@ -271,7 +286,7 @@ func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clie
 		}
 
 		if !counted {
-			return tokenAnswer{}, true, oauth.ErrAuthorizationPending
+			return tokenAnswer{expires: expires}, true, oauth.ErrAuthorizationPending
 		}
 
 		interval := time.Duration(rec.IntervalSeconds) * time.Second
@@ -297,7 +312,7 @@ func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clie
 		} else if err != nil {
 			return tokenAnswer{}, false, oauth.ErrServerError.WithCause(err)
 		}
-		return tokenAnswer{}, true, oauth.ErrAuthorizationPending
+		return tokenAnswer{expires: expires}, true, oauth.ErrAuthorizationPending
 	}
 }
 
