@@ -306,11 +306,7 @@ type pollResult struct {
 func sendPoll(ctx context.Context, client *http.Client, baseURL, deviceCode string, hold int) <-chan pollResult {
 	result := make(chan pollResult, 1)
 	go func() {
-		form := url.Values{
-			"grant_type":  {oauth.GrantTypeDeviceCode},
-			"client_id":   {devstack.DemoClientID},
-			"device_code": {deviceCode},
-		}
+		form := deviceCodeForm(devstack.DemoClientID, deviceCode)
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+edge.PathToken, strings.NewReader(form.Encode()))
 		if err != nil {
 			result <- pollResult{err: err}

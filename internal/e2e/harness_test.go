@@ -230,30 +230,41 @@ func (s *system) postFormAt(base, path string, form url.Values, header http.Head
 // delivers the response. A request that fails is delivered as status 0 with
 // the error as its body, because only the test's own goroutine may stop it.
 func (s *system) pollInBackground(base, clientID, deviceCode string, hold time.Duration) <-chan response {
-	form := url.Values{
+	out := make(chan response, 1)
+	prefer := fmt.Sprintf("wait=%d", int(hold/time.Second))
+	go func() { out <- postToken(s.t.Context(), http.DefaultClient, base, clientID, deviceCode, prefer) }()
+	return out
+}
+
+// postToken sends one token request for deviceCode through client, with a
+// Prefer header unless prefer is empty. A request that fails comes back as
+// status 0 with the error as its body, so it may run on any goroutine.
+func postToken(ctx context.Context, client *http.Client, base, clientID, deviceCode, prefer string) response {
+	body := strings.NewReader(deviceCodeForm(clientID, deviceCode).Encode())
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+edge.PathToken, body)
+	if err != nil {
+		return response{Body: []byte(err.Error())}
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if prefer != "" {
+		req.Header.Set("Prefer", prefer)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return response{Body: []byte(err.Error())}
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return response{StatusCode: resp.StatusCode, Header: resp.Header, Body: data}
+}
+
+// deviceCodeForm is the form of a device code token request.
+func deviceCodeForm(clientID, deviceCode string) url.Values {
+	return url.Values{
 		"grant_type":  {oauth.GrantTypeDeviceCode},
 		"client_id":   {clientID},
 		"device_code": {deviceCode},
 	}
-	req, err := http.NewRequestWithContext(s.t.Context(), http.MethodPost, base+edge.PathToken, strings.NewReader(form.Encode()))
-	if err != nil {
-		s.t.Fatalf("build request: %v", err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Prefer", fmt.Sprintf("wait=%d", int(hold/time.Second)))
-
-	out := make(chan response, 1)
-	go func() {
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			out <- response{Body: []byte(err.Error())}
-			return
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		out <- response{StatusCode: resp.StatusCode, Header: resp.Header, Body: body}
-	}()
-	return out
 }
 
 func (s *system) do(req *http.Request) response {
@@ -299,11 +310,7 @@ func (s *system) pollAt(base, clientID, deviceCode string, hold time.Duration) r
 	if hold > 0 {
 		header = http.Header{"Prefer": {fmt.Sprintf("wait=%d", int(hold/time.Second))}}
 	}
-	return s.postFormAt(base, edge.PathToken, url.Values{
-		"grant_type":  {oauth.GrantTypeDeviceCode},
-		"client_id":   {clientID},
-		"device_code": {deviceCode},
-	}, header)
+	return s.postFormAt(base, edge.PathToken, deviceCodeForm(clientID, deviceCode), header)
 }
 
 // phone is a person's browser: an HTTP client with a cookie jar that

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -59,7 +58,9 @@ func TestHeldPollsParkTheirConnections(t *testing.T) {
 			answer: make(chan response, 1),
 		}
 		t.Cleanup(d.client.CloseIdleConnections)
-		go func() { d.answer <- tokenRequest(t, d.client, srv.URL, d.da.DeviceCode, "wait=20", nil) }()
+		go func() {
+			d.answer <- postToken(t.Context(), d.client, srv.URL, devstack.DemoClientID, d.da.DeviceCode, "wait=20")
+		}()
 		fleet = append(fleet, d)
 	}
 	waitFor(t, 5*time.Second, "every poll to be held", func() bool {
@@ -85,7 +86,7 @@ func TestHeldPollsParkTheirConnections(t *testing.T) {
 		// The connection is kept alive and serves the next request.
 		var reused bool
 		trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused }}
-		again := tokenRequest(t, d.client, srv.URL, d.da.DeviceCode, "", trace)
+		again := postToken(httptrace.WithClientTrace(t.Context(), trace), d.client, srv.URL, devstack.DemoClientID, d.da.DeviceCode, "")
 		if !reused {
 			t.Error("the request after a held poll opened a new connection")
 		}
@@ -202,43 +203,10 @@ func (raw rawPoll) waitHeld() {
 	})
 }
 
-// tokenRequest polls for deviceCode through client, with a Prefer header
-// unless prefer is empty.
-func tokenRequest(t *testing.T, client *http.Client, base, deviceCode, prefer string, trace *httptrace.ClientTrace) response {
-	form := url.Values{
-		"grant_type":  {oauth.GrantTypeDeviceCode},
-		"client_id":   {devstack.DemoClientID},
-		"device_code": {deviceCode},
-	}
-	ctx := t.Context()
-	if trace != nil {
-		ctx = httptrace.WithClientTrace(ctx, trace)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+edge.PathToken, strings.NewReader(form.Encode()))
-	if err != nil {
-		return response{Body: []byte(err.Error())}
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if prefer != "" {
-		req.Header.Set("Prefer", prefer)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return response{Body: []byte(err.Error())}
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return response{StatusCode: resp.StatusCode, Header: resp.Header, Body: body}
-}
-
 // rawTokenRequest is an HTTP/1.1 token request for deviceCode with extra
 // header lines.
 func rawTokenRequest(host, deviceCode, extra string) string {
-	body := url.Values{
-		"grant_type":  {oauth.GrantTypeDeviceCode},
-		"client_id":   {devstack.DemoClientID},
-		"device_code": {deviceCode},
-	}.Encode()
+	body := deviceCodeForm(devstack.DemoClientID, deviceCode).Encode()
 	return fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n%s\r\n%s",
 		edge.PathToken, host, len(body), extra, body)
 }
@@ -290,7 +258,7 @@ func TestResumedConnectionWaitsLikeKeptAlive(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
 	t.Cleanup(client.CloseIdleConnections)
 
-	first := tokenRequest(t, client, srv.URL, da.DeviceCode, "wait=1", nil)
+	first := postToken(t.Context(), client, srv.URL, devstack.DemoClientID, da.DeviceCode, "wait=1")
 	if first.StatusCode != http.StatusBadRequest || first.errorCode(t) != oauth.CodeAuthorizationPending {
 		t.Fatalf("held poll: status %d: %s", first.StatusCode, first.Body)
 	}
@@ -301,7 +269,7 @@ func TestResumedConnectionWaitsLikeKeptAlive(t *testing.T) {
 	time.Sleep(6 * time.Second)
 	var reused bool
 	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused }}
-	second := tokenRequest(t, client, srv.URL, da.DeviceCode, "", trace)
+	second := postToken(httptrace.WithClientTrace(t.Context(), trace), client, srv.URL, devstack.DemoClientID, da.DeviceCode, "")
 	if !reused {
 		t.Error("the second poll opened a new connection")
 	}
