@@ -30,7 +30,8 @@ const decideTimeout = 10 * time.Second
 // no goroutine while it waits: a subscription delivers the code's changes to
 // the edge's shared channel, and a timer marks the end of the hold. Either
 // one starts a short check that decides the poll again and, once the
-// response is final, passes it to deliver exactly once.
+// response is final, passes it to deliver. The done flag makes that happen
+// once.
 type heldPoll struct {
 	e          *Edge
 	sub        *nats.Subscription
@@ -95,9 +96,9 @@ func (e *Edge) hold(log zerolog.Logger, codeID, clientID, deviceCode string) (*h
 
 // wait starts the hold: deliver gets the poll's response once, when the
 // code leaves the waiting states, when hold has passed, or when the edge
-// stops. Before each decision clientGone, unless nil, is asked whether the
-// client left, and if it did deliver gets errClientGone and the code is
-// not read, so a token is never redeemed for a closed connection.
+// stops. A non-nil clientGone is called before each decision. When it
+// reports true, deliver gets errClientGone and the code is not read, so no
+// token is redeemed for a closed connection.
 func (p *heldPoll) wait(start time.Time, hold time.Duration, clientGone func() bool, deliver func(tokenAnswer, error)) {
 	p.mu.Lock()
 	if p.done {

@@ -17,9 +17,9 @@ import (
 // goroutine, the goroutine's stack and the connection's read and write
 // buffers for the whole hold: about 49 KiB on this code. So the edge takes
 // the connection over instead (http.Hijacker) and parks it. A parked poll
-// costs its heldPoll, its subscription and the bare connection. Its
-// response is written by the goroutine that decides it, and the connection then goes
-// back to an http.Server of the edge, which serves the client's next
+// costs its heldPoll, its subscription and the bare connection. The
+// goroutine that decides the poll writes its response. The connection then
+// goes back to an http.Server of the edge, which serves the client's next
 // requests on it as on any kept-alive connection.
 //
 // NOTE: nothing reads a parked connection. A client that goes away is
@@ -36,14 +36,14 @@ const answerWriteTimeout = 10 * time.Second
 // parkedConn is the connection of a parked poll.
 type parkedConn struct {
 	conn net.Conn
-	// ahead holds bytes the client sent after the token request, such as a
-	// pipelined request.
+	// ahead contains the bytes the client sent after the token request,
+	// such as a pipelined request.
 	ahead []byte
 	// header is the response header as the middleware left it when the
 	// poll was parked.
 	header http.Header
-	// close is true when the client asked to close the connection after
-	// this response.
+	// close is true when the client requested that the connection close
+	// after this response.
 	close bool
 	log   zerolog.Logger
 	start time.Time

@@ -22,7 +22,7 @@ func preferWait(headers []string) (seconds int, ok bool) {
 			value = strings.Trim(strings.TrimSpace(value), `"`)
 			n, err := strconv.Atoi(value)
 			if errors.Is(err, strconv.ErrRange) && value != "" && value[0] != '-' && value[0] != '+' {
-				// Digits beyond an int still ask for the longest wait,
+				// Digits beyond an int still request the longest wait,
 				// which the caller caps.
 				return math.MaxInt, true
 			}

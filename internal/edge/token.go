@@ -242,7 +242,6 @@ func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clie
 		if errors.Is(err, kv.ErrNotFound) {
 			return tokenAnswer{}, false, oauth.ErrInvalidGrant.WithDescription("The device code is not valid.")
 		}
-		var expires time.Time
 		if err != nil {
 			return tokenAnswer{}, false, oauth.ErrServerError.WithCause(err)
 		}
@@ -254,6 +253,7 @@ func (e *Edge) decidePoll(ctx context.Context, log *zerolog.Logger, codeID, clie
 			return tokenAnswer{}, false, oauth.ErrInvalidGrant.WithDescription("The device code was not issued to this client.")
 		}
 
+		var expires time.Time
 		switch rec.State {
 		case events.StateIssued:
 			response, err := e.redeem(ctx, log, codeID, deviceCode, rec, rev, now)
